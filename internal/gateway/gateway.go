@@ -1,0 +1,190 @@
+// Package gateway is the data plane over HTTP: /fn/{name}[@qualifier][/path]
+// invokes a function synchronously and answers with its response.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/nats-io/nuid"
+
+	"github.com/nimbusfn/nimbus/internal/apierr"
+	"github.com/nimbusfn/nimbus/internal/invoke"
+	"github.com/nimbusfn/nimbus/internal/metering"
+	"github.com/nimbusfn/nimbus/internal/registry"
+	"github.com/nimbusfn/nimbus/internal/runtime"
+)
+
+// DefaultMaxBody is the synchronous payload limit (6 MB, as AWS Lambda).
+const DefaultMaxBody = 6 << 20
+
+// Invoker is what the gateway needs from the invoke pipeline.
+type Invoker interface {
+	Invoke(ctx context.Context, t invoke.Target, req *runtime.Request, w http.ResponseWriter) (*metering.Record, error)
+	Resolve(t invoke.Target) (*registry.Version, error)
+}
+
+// Config wires a Gateway.
+type Config struct {
+	Invoker Invoker
+	// MaxBody limits request bodies (default 6 MB).
+	MaxBody int64
+	// Tenant returns the tenant a request addresses (default "default").
+	Tenant func(r *http.Request) string
+	// Authorize checks the caller against the function's auth mode; nil = public.
+	Authorize func(r *http.Request, tenant string, v *registry.Version) error
+}
+
+// Gateway serves /fn/….
+type Gateway struct{ cfg Config }
+
+// New builds a Gateway.
+func New(cfg Config) *Gateway {
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = DefaultMaxBody
+	}
+	return &Gateway{cfg: cfg}
+}
+
+// Prefix is the path prefix the gateway serves.
+const Prefix = "/fn/"
+
+// ParsePath splits "/fn/name@q/sub/path" into name, qualifier and sub-path
+// (always beginning with "/").
+func ParsePath(p string) (name, qualifier, sub string, ok bool) {
+	rest, found := strings.CutPrefix(p, Prefix)
+	if !found {
+		return "", "", "", false
+	}
+	seg, sub, hasSub := strings.Cut(rest, "/")
+	if hasSub {
+		sub = "/" + sub
+	} else {
+		sub = "/"
+	}
+	name, qualifier, _ = strings.Cut(seg, "@")
+	return name, qualifier, sub, name != ""
+}
+
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	name, qual, sub, ok := ParsePath(r.URL.Path)
+	if !ok || !registry.ValidName(name) {
+		apierr.Write(w, apierr.New(apierr.FunctionNotFound, "no function at %q: function URLs are /fn/NAME[@VERSION|@ALIAS][/PATH]", r.URL.Path))
+		return
+	}
+	tenant := registry.DefaultTenant
+	if g.cfg.Tenant != nil {
+		tenant = g.cfg.Tenant(r)
+	}
+	t := invoke.Target{Tenant: tenant, Function: name, Qualifier: qual}
+	if g.cfg.Authorize != nil {
+		v, err := g.cfg.Invoker.Resolve(t)
+		if err != nil {
+			apierr.Write(w, err)
+			return
+		}
+		if err := g.cfg.Authorize(r, tenant, v); err != nil {
+			apierr.Write(w, err)
+			return
+		}
+	}
+	if r.ContentLength > g.cfg.MaxBody {
+		apierr.Write(w, tooLarge(g.cfg.MaxBody))
+		return
+	}
+	body := &limitedBody{r: r.Body, left: g.cfg.MaxBody}
+	req := &runtime.Request{
+		InvocationID: nuid.Next(), Method: r.Method, ScriptName: "/fn/" + segOf(r.URL.Path),
+		Path: sub, RawQuery: r.URL.RawQuery, Header: r.Header, Host: r.Host, RemoteAddr: r.RemoteAddr,
+		Body: body, ContentLength: r.ContentLength, Trigger: "http",
+	}
+	w.Header().Set("X-Nimbus-Invocation-Id", req.InvocationID)
+	rw := &headerOnce{ResponseWriter: w}
+	_, err := g.cfg.Invoker.Invoke(r.Context(), t, req, rw)
+	if err != nil {
+		if rw.wrote {
+			return // the function already streamed part of its answer
+		}
+		if body.exceeded {
+			apierr.Write(w, tooLarge(g.cfg.MaxBody))
+			return
+		}
+		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+			return // the client went away
+		}
+		apierr.Write(w, invoke.HTTPError(name, err))
+		return
+	}
+	if !rw.wrote {
+		rw.WriteHeader(http.StatusOK)
+	}
+}
+
+// segOf returns the first path segment after /fn/ (name and qualifier).
+func segOf(p string) string {
+	rest := strings.TrimPrefix(p, Prefix)
+	seg, _, _ := strings.Cut(rest, "/")
+	return seg
+}
+
+func tooLarge(limit int64) error {
+	return apierr.New(apierr.PayloadTooLarge, "request body is over the %d-byte limit for synchronous invocations; send large data through object storage", limit)
+}
+
+// limitedBody fails reads past the limit and remembers that it did.
+type limitedBody struct {
+	r        io.Reader
+	left     int64
+	exceeded bool
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		// Check whether there is more.
+		var one [1]byte
+		n, err := b.r.Read(one[:])
+		if n > 0 {
+			b.exceeded = true
+			return 0, errors.New("request body over the limit")
+		}
+		return 0, err
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+// headerOnce records whether the function's response has started and sets the
+// invocation id header before the first write.
+type headerOnce struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (w *headerOnce) WriteHeader(code int) {
+	if !w.wrote {
+		w.wrote = true
+		w.ResponseWriter.WriteHeader(code)
+	}
+}
+
+func (w *headerOnce) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *headerOnce) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *headerOnce) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,229 @@
+// Package server wires Nimbus's components from a Config, owns the HTTP
+// listener, and starts and stops everything in order (graceful stop lets
+// in-flight requests finish).
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/nimbusfn/nimbus/internal/api"
+	"github.com/nimbusfn/nimbus/internal/bus"
+	"github.com/nimbusfn/nimbus/internal/gateway"
+	"github.com/nimbusfn/nimbus/internal/invoke"
+	"github.com/nimbusfn/nimbus/internal/registry"
+	"github.com/nimbusfn/nimbus/internal/runtime"
+	"github.com/nimbusfn/nimbus/internal/runtime/wasm"
+	"github.com/nimbusfn/nimbus/internal/telemetry"
+)
+
+// Version is the Nimbus release.
+const Version = "0.1.0"
+
+// Config is everything the server can be told.
+type Config struct {
+	// Listen is the HTTP address (default 127.0.0.1:8080; port 0 picks one).
+	Listen string
+	// DataDir holds JetStream's store, caches and keys (default ./.nimbus).
+	DataDir string
+	// NATSURL connects to an external NATS cluster instead of embedding one.
+	NATSURL string
+	// NATSListen opens the embedded server's client port.
+	NATSListen string
+	// ClusterListen and ClusterRoutes form a cluster of embedded servers.
+	ClusterListen string
+	ClusterRoutes []string
+	// MQTTListen opens an MQTT 3.1.1 listener.
+	MQTTListen string
+	// S3Listen opens the S3-compatible API.
+	S3Listen string
+	// Node names this server (default: host name).
+	Node string
+	// MaxBody limits synchronous request bodies (default 6 MB).
+	MaxBody int64
+	// LogRetention keeps function logs this long (default 7 days).
+	LogRetention time.Duration
+	Logger       *slog.Logger
+}
+
+// Server is a running Nimbus.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	Bus      *bus.Bus
+	Registry *registry.Registry
+	Invoker  *invoke.Invoker
+	Logs     *telemetry.Logs
+	wasm     *wasm.Runtime
+
+	mux      *http.ServeMux
+	http     *http.Server
+	ln       net.Listener
+	adminKey string
+	ready    atomic.Bool
+	stops    []func(context.Context) error // in start order; run in reverse
+}
+
+// New validates cfg and fills defaults.
+func New(cfg Config) (*Server, error) {
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:8080"
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = ".nimbus"
+	}
+	if cfg.Node == "" {
+		cfg.Node, _ = os.Hostname()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	abs, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("data dir %q: %w", cfg.DataDir, err)
+	}
+	cfg.DataDir = abs
+	return &Server{cfg: cfg, log: cfg.Logger.With("component", "server")}, nil
+}
+
+// Addr is the HTTP address the server listens on (after Start).
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// URL is the server's base URL (after Start).
+func (s *Server) URL() string { return "http://" + s.Addr() }
+
+// AdminKey is the admin API key (written to DataDir/admin.key).
+func (s *Server) AdminKey() string { return s.adminKey }
+
+// DataDir is the absolute data directory.
+func (s *Server) DataDir() string { return s.cfg.DataDir }
+
+func (s *Server) onStop(f func(context.Context) error) { s.stops = append(s.stops, f) }
+
+// Start brings every component up and begins serving. On error, whatever
+// started is stopped again.
+func (s *Server) Start(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			_ = s.Stop(context.Background())
+		}
+	}()
+	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	s.ln, err = net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", s.cfg.Listen, err)
+	}
+	s.onStop(func(context.Context) error { return s.ln.Close() })
+
+	s.Bus, err = bus.Open(ctx, bus.Config{
+		Dir: s.cfg.DataDir, URL: s.cfg.NATSURL, Listen: s.cfg.NATSListen, ClusterListen: s.cfg.ClusterListen,
+		ClusterRoutes: s.cfg.ClusterRoutes, ServerName: s.cfg.Node, MQTTListen: s.cfg.MQTTListen, Logger: s.cfg.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	s.onStop(func(context.Context) error { return s.Bus.Close() })
+
+	if err := s.loadAdminKey(); err != nil {
+		return err
+	}
+
+	s.Registry = registry.New(registry.Options{Bus: s.Bus, CacheDir: filepath.Join(s.cfg.DataDir, "cache", "artifacts"), Logger: s.cfg.Logger})
+	if err := s.Registry.Start(ctx); err != nil {
+		return err
+	}
+	s.onStop(s.Registry.Stop)
+
+	s.Logs = telemetry.NewLogs(telemetry.LogsConfig{Bus: s.Bus, Retention: s.cfg.LogRetention, Logger: s.cfg.Logger})
+	if err := s.Logs.Start(ctx); err != nil {
+		return err
+	}
+	s.onStop(s.Logs.Stop)
+
+	runtimes, names, err := s.runtimes(ctx)
+	if err != nil {
+		return err
+	}
+	s.Invoker = invoke.New(invoke.Config{
+		Registry: s.Registry, Runtimes: runtimes, Logs: s.Logs, Node: s.cfg.Node, Logger: s.cfg.Logger,
+	})
+	if err := s.Invoker.Start(ctx); err != nil {
+		return err
+	}
+	s.onStop(s.Invoker.Stop)
+
+	s.mux = http.NewServeMux()
+	gw := gateway.New(gateway.Config{Invoker: s.Invoker, MaxBody: s.cfg.MaxBody})
+	s.mux.Handle(gateway.Prefix, gw)
+	api.New(api.Config{
+		Registry: s.Registry, Invoker: s.Invoker, Logs: s.Logs, Detect: wasm.Detect,
+		BaseURL: func(r *http.Request) string { return "http://" + r.Host },
+		Version: Version, Node: s.cfg.Node, Runtimes: names, Logger: s.cfg.Logger,
+	}).Routes(s.mux)
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	s.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !s.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+
+	s.http = &http.Server{
+		Handler:           s.authenticate(s.mux),
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	go func() {
+		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("http server stopped", "err", err)
+		}
+	}()
+	s.ready.Store(true)
+	s.log.Info("nimbus is up", "url", s.URL(), "data", s.cfg.DataDir, "node", s.cfg.Node, "runtimes", names)
+	return nil
+}
+
+// runtimes builds every runtime this server offers.
+func (s *Server) runtimes(ctx context.Context) (map[string]runtime.Runtime, []string, error) {
+	w, err := wasm.New(ctx, wasm.Config{CacheDir: filepath.Join(s.cfg.DataDir, "cache", "wasm"), Logger: s.cfg.Logger})
+	if err != nil {
+		return nil, nil, err
+	}
+	s.wasm = w
+	s.onStop(w.Close)
+	rts := map[string]runtime.Runtime{runtime.Wasm: w, runtime.WasmCGI: w}
+	return rts, []string{runtime.Wasm, runtime.WasmCGI}, nil
+}
+
+// Stop stops serving new requests, lets in-flight ones finish (bounded by
+// ctx), then stops every component in reverse start order.
+func (s *Server) Stop(ctx context.Context) error {
+	s.ready.Store(false)
+	var errs []error
+	if s.http != nil {
+		if err := s.http.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+		}
+		s.http = nil
+	}
+	for i := len(s.stops) - 1; i >= 0; i-- {
+		if err := s.stops[i](ctx); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	s.stops = nil
+	return errors.Join(errs...)
+}
