@@ -157,6 +157,16 @@ func (iv *Invoker) Invoke(ctx context.Context, t Target, req *runtime.Request, w
 	}
 	vp := iv.pool(v)
 	lease, err := vp.pool.Acquire(ctx)
+	for retry := 0; errors.Is(err, scaler.ErrClosed) && retry < 3; retry++ {
+		// The version was redeployed or deleted while the request waited:
+		// follow the registry to what the target names now.
+		if v, err = iv.cfg.Registry.Resolve(t.Tenant, t.Function, t.Qualifier); err != nil {
+			return nil, resolveError(t, err)
+		}
+		rec.Version = v.Number
+		vp = iv.pool(v)
+		lease, err = vp.pool.Acquire(ctx)
+	}
 	rec.Start = time.Now()
 	if err != nil {
 		rec.Outcome = outcomeOf(err)

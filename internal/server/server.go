@@ -43,6 +43,8 @@ type Config struct {
 	ClusterRoutes []string
 	// MQTTListen opens an MQTT 3.1.1 listener.
 	MQTTListen string
+	// CacheDir holds compiled code and unpacked artifacts (default DataDir/cache).
+	CacheDir string
 	// S3Listen opens the S3-compatible API.
 	S3Listen string
 	// Node names this server (default: host name).
@@ -92,6 +94,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("data dir %q: %w", cfg.DataDir, err)
 	}
 	cfg.DataDir = abs
+	if cfg.CacheDir == "" {
+		cfg.CacheDir = filepath.Join(cfg.DataDir, "cache")
+	}
 	return &Server{cfg: cfg, log: cfg.Logger.With("component", "server")}, nil
 }
 
@@ -139,7 +144,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return err
 	}
 
-	s.Registry = registry.New(registry.Options{Bus: s.Bus, CacheDir: filepath.Join(s.cfg.DataDir, "cache", "artifacts"), Logger: s.cfg.Logger})
+	s.Registry = registry.New(registry.Options{Bus: s.Bus, CacheDir: filepath.Join(s.cfg.CacheDir, "artifacts"), Logger: s.cfg.Logger})
 	if err := s.Registry.Start(ctx); err != nil {
 		return err
 	}
@@ -198,7 +203,8 @@ func (s *Server) Start(ctx context.Context) (err error) {
 
 // runtimes builds every runtime this server offers.
 func (s *Server) runtimes(ctx context.Context) (map[string]runtime.Runtime, []string, error) {
-	w, err := wasm.New(ctx, wasm.Config{CacheDir: filepath.Join(s.cfg.DataDir, "cache", "wasm"), Logger: s.cfg.Logger})
+	// The runtime outlives Start: never hand it Start's (cancelled) context.
+	w, err := wasm.New(context.WithoutCancel(ctx), wasm.Config{CacheDir: filepath.Join(s.cfg.CacheDir, "wasm"), Logger: s.cfg.Logger})
 	if err != nil {
 		return nil, nil, err
 	}

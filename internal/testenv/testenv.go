@@ -37,7 +37,7 @@ type Env struct {
 // Start runs a server until the test ends. opts adjust its Config.
 func Start(t testing.TB, opts ...func(*server.Config)) *Env {
 	t.Helper()
-	cfg := server.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Node: "test"}
+	cfg := server.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Node: "test", CacheDir: SharedCacheDir()}
 	if os.Getenv("NIMBUS_TEST_LOG") == "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -63,6 +63,11 @@ func StartConfig(t testing.TB, cfg server.Config) *Env {
 	t.Cleanup(func() { e.Stop() })
 	return e
 }
+
+// SharedCacheDir is a compilation cache shared by every test server on the
+// machine: compiled code is keyed by the module's hash, so sharing is safe and
+// saves each test a full compile.
+func SharedCacheDir() string { return filepath.Join(os.TempDir(), "nimbus-test-cache") }
 
 // Stop stops the server (idempotent).
 func (e *Env) Stop() {
