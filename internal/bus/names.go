@@ -36,6 +36,22 @@ const (
 	BucketTenants = "nimbus_tenants"
 	// BucketTriggers holds trigger definitions (internal/triggers).
 	BucketTriggers = "nimbus_triggers"
+	// BucketAuth holds app end users, their email index and per-tenant JWT
+	// signing keys (internal/baas/auth). Never exposed to apps.
+	BucketAuth = "nimbus_auth"
+	// BucketAuthTokens holds refresh-token families and password-reset
+	// tokens (internal/baas/auth); entries expire with the bucket's MaxAge.
+	BucketAuthTokens = "nimbus_auth_tokens"
+	// BucketAsyncResults holds async invocation status and results by id, each
+	// with its own TTL (internal/async).
+	BucketAsyncResults = "nimbus_async_results"
+	// StreamQueues holds messages of named queues (subjects SubjectQueues.{tenant}.{queue}) (internal/triggers).
+	StreamQueues  = "NIMBUS_QUEUES"
+	SubjectQueues = "nimbus.queue"
+	// StreamChanges carries kv and object change events
+	// (subjects SubjectChanges.{tenant}.kv.{bucket} and SubjectChanges.{tenant}.objects.{bucket}).
+	StreamChanges  = "NIMBUS_CHANGES"
+	SubjectChanges = "nimbus.change"
 )
 
 // Subject joins subject tokens with dots.

@@ -32,8 +32,10 @@ type Config struct {
 	Invoker Invoker
 	// MaxBody limits request bodies (default 6 MB).
 	MaxBody int64
-	// Tenant returns the tenant a request addresses (default "default").
-	Tenant func(r *http.Request) string
+	// Tenant returns the tenant a request addresses: pathTenant when the URL
+	// names one (/t/{tenant}/fn/…), else the caller's (default "default").
+	// An error (a bad API key) is answered as is.
+	Tenant func(r *http.Request, pathTenant string) (string, error)
 	// Authorize checks the caller against the function's auth mode; nil = public.
 	Authorize func(r *http.Request, tenant string, v *registry.Version) error
 }
@@ -52,12 +54,21 @@ func New(cfg Config) *Gateway {
 // Prefix is the path prefix the gateway serves.
 const Prefix = "/fn/"
 
-// ParsePath splits "/fn/name@q/sub/path" into name, qualifier and sub-path
-// (always beginning with "/").
-func ParsePath(p string) (name, qualifier, sub string, ok bool) {
+// TenantPrefix addresses another tenant's functions: /t/{tenant}/fn/….
+const TenantPrefix = "/t/"
+
+// ParsePath splits "[/t/tenant]/fn/name@q/sub/path" into the tenant named in
+// the path (or ""), the function name, qualifier, sub-path (always beginning
+// with "/") and the script name (the prefix that named the function).
+func ParsePath(p string) (tenant, name, qualifier, sub, script string, ok bool) {
+	if rest, found := strings.CutPrefix(p, TenantPrefix); found {
+		tenant, p, _ = strings.Cut(rest, "/")
+		p = "/" + p
+		script = TenantPrefix + tenant
+	}
 	rest, found := strings.CutPrefix(p, Prefix)
 	if !found {
-		return "", "", "", false
+		return "", "", "", "", "", false
 	}
 	seg, sub, hasSub := strings.Cut(rest, "/")
 	if hasSub {
@@ -66,18 +77,25 @@ func ParsePath(p string) (name, qualifier, sub string, ok bool) {
 		sub = "/"
 	}
 	name, qualifier, _ = strings.Cut(seg, "@")
-	return name, qualifier, sub, name != ""
+	script += Prefix + seg
+	return tenant, name, qualifier, sub, script, name != ""
 }
 
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	name, qual, sub, ok := ParsePath(r.URL.Path)
+	pathTenant, name, qual, sub, script, ok := ParsePath(r.URL.Path)
 	if !ok || !registry.ValidName(name) {
-		apierr.Write(w, apierr.New(apierr.FunctionNotFound, "no function at %q: function URLs are /fn/NAME[@VERSION|@ALIAS][/PATH]", r.URL.Path))
+		apierr.Write(w, apierr.New(apierr.FunctionNotFound, "no function at %q: function URLs are [/t/TENANT]/fn/NAME[@VERSION|@ALIAS][/PATH]", r.URL.Path))
 		return
 	}
-	tenant := registry.DefaultTenant
+	tenant := pathTenant
 	if g.cfg.Tenant != nil {
-		tenant = g.cfg.Tenant(r)
+		var err error
+		if tenant, err = g.cfg.Tenant(r, pathTenant); err != nil {
+			apierr.Write(w, err)
+			return
+		}
+	} else if tenant == "" {
+		tenant = registry.DefaultTenant
 	}
 	t := invoke.Target{Tenant: tenant, Function: name, Qualifier: qual}
 	if g.cfg.Authorize != nil {
@@ -97,7 +115,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	body := &limitedBody{r: r.Body, left: g.cfg.MaxBody}
 	req := &runtime.Request{
-		InvocationID: nuid.Next(), Method: r.Method, ScriptName: "/fn/" + segOf(r.URL.Path),
+		InvocationID: nuid.Next(), Method: r.Method, ScriptName: script,
 		Path: sub, RawQuery: r.URL.RawQuery, Header: r.Header, Host: r.Host, RemoteAddr: r.RemoteAddr,
 		Body: body, ContentLength: r.ContentLength, Trigger: "http",
 	}
@@ -121,13 +139,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !rw.wrote {
 		rw.WriteHeader(http.StatusOK)
 	}
-}
-
-// segOf returns the first path segment after /fn/ (name and qualifier).
-func segOf(p string) string {
-	rest := strings.TrimPrefix(p, Prefix)
-	seg, _, _ := strings.Cut(rest, "/")
-	return seg
 }
 
 func tooLarge(limit int64) error {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nimbusfn/nimbus/internal/api"
+	"github.com/nimbusfn/nimbus/internal/baas/auth"
 	"github.com/nimbusfn/nimbus/internal/bus"
 	"github.com/nimbusfn/nimbus/internal/gateway"
 	"github.com/nimbusfn/nimbus/internal/invoke"
@@ -23,6 +24,7 @@ import (
 	"github.com/nimbusfn/nimbus/internal/runtime"
 	"github.com/nimbusfn/nimbus/internal/runtime/wasm"
 	"github.com/nimbusfn/nimbus/internal/telemetry"
+	"github.com/nimbusfn/nimbus/internal/tenant"
 )
 
 // Version is the Nimbus release.
@@ -65,6 +67,8 @@ type Server struct {
 	Registry *registry.Registry
 	Invoker  *invoke.Invoker
 	Logs     *telemetry.Logs
+	Tenants  *tenant.Service
+	Auth     *auth.Service
 	wasm     *wasm.Runtime
 
 	mux      *http.ServeMux
@@ -140,21 +144,22 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	s.onStop(func(context.Context) error { return s.Bus.Close() })
 
-	if err := s.loadAdminKey(); err != nil {
-		return err
-	}
-
 	s.Registry = registry.New(registry.Options{Bus: s.Bus, CacheDir: filepath.Join(s.cfg.CacheDir, "artifacts"), Logger: s.cfg.Logger})
 	if err := s.Registry.Start(ctx); err != nil {
 		return err
 	}
 	s.onStop(s.Registry.Stop)
 
+	if err := s.startAccess(ctx); err != nil {
+		return err
+	}
+
 	s.Logs = telemetry.NewLogs(telemetry.LogsConfig{Bus: s.Bus, Retention: s.cfg.LogRetention, Logger: s.cfg.Logger})
 	if err := s.Logs.Start(ctx); err != nil {
 		return err
 	}
 	s.onStop(s.Logs.Stop)
+	s.Logs.SetRedactor(newRedactors(s.Tenants).redact)
 
 	runtimes, names, err := s.runtimes(ctx)
 	if err != nil {
@@ -162,6 +167,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	s.Invoker = invoke.New(invoke.Config{
 		Registry: s.Registry, Runtimes: runtimes, Logs: s.Logs, Node: s.cfg.Node, Logger: s.cfg.Logger,
+		Env: s.secretEnv,
 	})
 	if err := s.Invoker.Start(ctx); err != nil {
 		return err
@@ -169,10 +175,14 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.onStop(s.Invoker.Stop)
 
 	s.mux = http.NewServeMux()
-	gw := gateway.New(gateway.Config{Invoker: s.Invoker, MaxBody: s.cfg.MaxBody})
+	gw := gateway.New(gateway.Config{Invoker: s.Invoker, MaxBody: s.cfg.MaxBody, Tenant: s.gatewayTenant, Authorize: s.authorizeCall})
 	s.mux.Handle(gateway.Prefix, gw)
+	s.mux.Handle(gateway.TenantPrefix, gw)
+	s.Tenants.Routes(s.mux)
+	s.Auth.Routes(s.mux)
+	s.Auth.AdminRoutes(s.mux, s.Tenants)
 	api.New(api.Config{
-		Registry: s.Registry, Invoker: s.Invoker, Logs: s.Logs, Detect: wasm.Detect,
+		Registry: s.Registry, Invoker: s.Invoker, Logs: s.Logs, Detect: wasm.Detect, TenantOf: tenantOf,
 		BaseURL: func(r *http.Request) string { return "http://" + r.Host },
 		Version: Version, Node: s.cfg.Node, Runtimes: names, Logger: s.cfg.Logger,
 	}).Routes(s.mux)
@@ -186,7 +196,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	})
 
 	s.http = &http.Server{
-		Handler:           s.authenticate(s.mux),
+		Handler:           s.protectAPI(s.mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn),

@@ -1,0 +1,159 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"strings"
+
+	"github.com/nimbusfn/nimbus/internal/apierr"
+	"github.com/nimbusfn/nimbus/internal/baas/auth"
+	"github.com/nimbusfn/nimbus/internal/registry"
+	"github.com/nimbusfn/nimbus/internal/tenant"
+)
+
+// startAccess starts tenants, API keys, secrets and end-user auth, and reads
+// the admin key that the first start wrote.
+func (s *Server) startAccess(ctx context.Context) error {
+	ts, err := tenant.New(tenant.Config{
+		Bus: s.Bus, DataDir: s.cfg.DataDir, AllowLoopbackAdmin: true, Logger: s.cfg.Logger,
+		BeforeDeleteTenant: func(ctx context.Context, name string) error {
+			if n := s.Registry.Count(name); n > 0 {
+				return apierr.New(apierr.Conflict, "tenant %q still has %d functions: remove them first", name, n)
+			}
+			if s.Auth != nil {
+				return s.Auth.DeleteTenant(ctx, name)
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		return err
+	}
+	if err := ts.Start(ctx); err != nil {
+		return err
+	}
+	s.onStop(ts.Stop)
+	keyFile, err := ts.Bootstrap(ctx, s.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(keyFile)
+	if err != nil {
+		return err
+	}
+	s.adminKey = strings.TrimSpace(string(b))
+	s.Tenants = ts
+
+	kek, err := ts.DeriveKey("auth-signing-keys")
+	if err != nil {
+		return err
+	}
+	as, err := auth.New(auth.Config{Bus: s.Bus, Tenants: ts, KeyEncryptionKey: kek, Logger: s.cfg.Logger})
+	if err != nil {
+		return err
+	}
+	if err := as.Start(ctx); err != nil {
+		return err
+	}
+	s.onStop(as.Stop)
+	s.Auth = as
+	return nil
+}
+
+// tenantOf is the tenant an authenticated API request acts for.
+func tenantOf(r *http.Request) string {
+	if p := tenant.FromContext(r.Context()); p != nil {
+		return p.Tenant
+	}
+	return registry.DefaultTenant
+}
+
+// protectAPI authenticates every /api/ request and checks its scope by
+// method: reads need "read", writes "deploy" (admin holds every scope).
+// Routes with stricter needs (tenants, keys) check again themselves.
+func (s *Server) protectAPI(next http.Handler) http.Handler {
+	read := tenant.Require(tenant.ScopeRead)(next)
+	write := tenant.Require(tenant.ScopeDeploy)(next)
+	scoped := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodGet, http.MethodHead, http.MethodOptions:
+			read.ServeHTTP(w, r)
+		default:
+			write.ServeHTTP(w, r)
+		}
+	})
+	api := s.Tenants.Middleware(scoped, tenant.MiddlewareOptions{})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/api/") {
+			api.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// gatewayTenant decides whose function a data-plane request names: the
+// tenant in the path (/t/{tenant}/fn/…), else the tenant of the API key it
+// carries, else the default tenant.
+func (s *Server) gatewayTenant(r *http.Request, pathTenant string) (string, error) {
+	if pathTenant != "" {
+		return pathTenant, nil
+	}
+	if k := apiKeyOf(r); k != "" {
+		p, err := s.Tenants.Authenticate(r.Context(), k)
+		if err != nil {
+			return "", apierr.New(apierr.Unauthorized, "invalid API key")
+		}
+		return p.Tenant, nil
+	}
+	return registry.DefaultTenant, nil
+}
+
+// apiKeyOf returns the Nimbus API key a request carries (not a user's JWT).
+func apiKeyOf(r *http.Request) string {
+	if k := r.Header.Get("X-Api-Key"); k != "" {
+		return k
+	}
+	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		if k := strings.TrimSpace(h[7:]); strings.HasPrefix(k, tenant.KeyPrefix) {
+			return k
+		}
+	}
+	return ""
+}
+
+// authorizeCall applies a function's auth mode: public (anyone), key (an API
+// key of the function's tenant with the invoke scope) or user (a valid
+// end-user token of the tenant; the function receives the verified user).
+func (s *Server) authorizeCall(r *http.Request, tenantName string, v *registry.Version) error {
+	auth.SetUserHeaders(r.Header, nil) // never trust incoming user headers
+	switch v.Config.Auth {
+	case "", "public":
+		return nil
+	case "key":
+		k := apiKeyOf(r)
+		if k == "" {
+			return apierr.New(apierr.Unauthorized, "function %q needs an API key with the invoke scope: send Authorization: Bearer <key>", v.Function)
+		}
+		p, err := s.Tenants.Authenticate(r.Context(), k)
+		if err != nil {
+			return apierr.New(apierr.Unauthorized, "invalid API key")
+		}
+		if p.Tenant != tenantName && !p.IsAdmin() {
+			return apierr.New(apierr.FunctionNotFound, "no function named %q", v.Function)
+		}
+		if !p.Can(tenant.ScopeInvoke) {
+			return apierr.New(apierr.Forbidden, "this API key lacks the %q scope", tenant.ScopeInvoke)
+		}
+		return nil
+	case "user":
+		u, err := s.Auth.Verify(r.Context(), tenantName, r.Header.Get("Authorization"))
+		if err != nil {
+			return apierr.New(apierr.Unauthorized, "function %q needs a signed-in user: send Authorization: Bearer <access token from /auth/%s/login>", v.Function, tenantName)
+		}
+		auth.SetUserHeaders(r.Header, u)
+		return nil
+	}
+	return apierr.New(apierr.Forbidden, "function %q has an unknown auth mode %q", v.Function, v.Config.Auth)
+}
