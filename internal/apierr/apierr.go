@@ -45,6 +45,16 @@ var (
 	Internal         = Code{"internal", http.StatusInternalServerError}
 )
 
+// RangeNotSatisfiable answers a byte range outside the object (objects API).
+var RangeNotSatisfiable = Code{"range_not_satisfiable", http.StatusRequestedRangeNotSatisfiable}
+
+// Quota codes for limits on what a tenant owns (internal/metering): 403,
+// because retrying does not help until something is deleted or the quota raised.
+var (
+	QuotaFunctions = Code{"quota_functions", http.StatusForbidden}
+	QuotaStorage   = Code{"quota_storage", http.StatusForbidden}
+)
+
 // Error is an API error: a catalog code and a message for the caller.
 type Error struct {
 	Code    Code

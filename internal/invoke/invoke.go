@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -94,8 +95,37 @@ func New(cfg Config) *Invoker {
 	return iv
 }
 
-// Start begins pool housekeeping (scale to zero, min instances).
-func (iv *Invoker) Start(ctx context.Context) error { return iv.scale.Start(ctx) }
+// Start begins pool housekeeping (scale to zero, min instances) and warms
+// the versions that keep instances at all times.
+func (iv *Invoker) Start(ctx context.Context) error {
+	if err := iv.scale.Start(ctx); err != nil {
+		return err
+	}
+	iv.cfg.Registry.Each(func(f *registry.Function) { iv.warm(f.Tenant, f.Name) })
+	return nil
+}
+
+// warm creates the pools of the versions a function's aliases name when they
+// ask for warm instances (scale.min > 0), so they start without traffic.
+func (iv *Invoker) warm(tenant, function string) {
+	f, err := iv.cfg.Registry.Function(tenant, function)
+	if err != nil {
+		return
+	}
+	for _, a := range f.Aliases {
+		for _, n := range []int{a.Version, a.Additional} {
+			if n == 0 && a.Additional == 0 {
+				n = f.Latest
+			}
+			if n == 0 {
+				continue
+			}
+			if v, err := iv.cfg.Registry.Resolve(tenant, function, strconv.Itoa(n)); err == nil && v.Config.Scale.Min > 0 {
+				iv.pool(v)
+			}
+		}
+	}
+}
 
 // Stop closes every pool and instance.
 func (iv *Invoker) Stop(ctx context.Context) error {
@@ -352,6 +382,9 @@ func (iv *Invoker) onChange(ev registry.Event) {
 	for _, vp := range closing {
 		iv.scale.Remove(vp.pool)
 		vp.close()
+	}
+	if !ev.Deleted {
+		iv.warm(ev.Tenant, ev.Function)
 	}
 }
 

@@ -252,6 +252,22 @@ func (r *Registry) Functions(tenant string) []*Function {
 	return out
 }
 
+// Each calls f with every function of every tenant.
+func (r *Registry) Each(f func(*Function)) {
+	r.mu.RLock()
+	fns := make([]*Function, 0, len(r.fns))
+	for _, e := range r.fns {
+		if e.fn != nil {
+			c := *e.fn
+			fns = append(fns, &c)
+		}
+	}
+	r.mu.RUnlock()
+	for _, fn := range fns {
+		f(fn)
+	}
+}
+
 // Count returns how many functions a tenant has.
 func (r *Registry) Count(tenant string) int {
 	r.mu.RLock()

@@ -1,0 +1,362 @@
+package telemetry
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// TracingConfig configures the tracer. With no Endpoint nothing is recorded or
+// exported: spans only carry ids so that traceparent headers stay connected.
+type TracingConfig struct {
+	// Endpoint is the OTLP/HTTP base URL (http://collector:4318); spans are
+	// POSTed as OTLP JSON to Endpoint + "/v1/traces".
+	Endpoint string
+	// ServiceName is the resource's service.name; default "nimbus".
+	ServiceName string
+	// SampleRatio is the share of new traces recorded (0 means all); a trace
+	// that arrives with a traceparent follows its caller's sampled flag.
+	SampleRatio float64
+	// Headers are added to every export request (an authorization, say).
+	Headers map[string]string
+	// BatchSize spans per export (default 512); FlushInterval bounds how long
+	// a finished span waits (default 2s); Buffer is how many finished spans
+	// wait before new ones are dropped (default 4096).
+	BatchSize     int
+	FlushInterval time.Duration
+	Buffer        int
+	// Timeout bounds one export request; default 10s.
+	Timeout time.Duration
+	Logger  *slog.Logger
+}
+
+// TraceStats counts exported, dropped and failed spans since start.
+type TraceStats struct {
+	Exported, Dropped, Failed uint64
+}
+
+// Tracer starts spans and exports the recorded ones. A nil *Tracer is valid
+// and records nothing.
+type Tracer struct {
+	cfg    TracingConfig
+	log    *slog.Logger
+	client *http.Client
+	url    string
+	on     atomic.Bool // exporting
+	ch     chan *Span
+
+	exported, dropped, failed atomic.Uint64
+
+	mu     sync.Mutex
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// NewTracer builds a tracer; Start starts its exporter.
+func NewTracer(cfg TracingConfig) *Tracer {
+	if cfg.ServiceName == "" {
+		cfg.ServiceName = "nimbus"
+	}
+	if cfg.SampleRatio <= 0 || cfg.SampleRatio > 1 {
+		cfg.SampleRatio = 1
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 512
+	}
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = 2 * time.Second
+	}
+	if cfg.Buffer <= 0 {
+		cfg.Buffer = 4096
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.Default()
+	}
+	t := &Tracer{cfg: cfg, log: lg.With("component", "tracing"), client: &http.Client{Timeout: cfg.Timeout}}
+	if cfg.Endpoint != "" {
+		t.url = strings.TrimRight(cfg.Endpoint, "/") + "/v1/traces"
+		t.ch = make(chan *Span, cfg.Buffer)
+	}
+	return t
+}
+
+// Start starts the exporter when an endpoint is configured.
+func (t *Tracer) Start(ctx context.Context) error {
+	if t == nil || t.url == "" {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.done != nil {
+		return errors.New("tracing: already started")
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	t.cancel, t.done = cancel, make(chan struct{})
+	t.on.Store(true)
+	go t.run(rctx, t.done)
+	return nil
+}
+
+// Stop exports what is buffered and stops the exporter, waiting until ctx ends.
+func (t *Tracer) Stop(ctx context.Context) error {
+	if t == nil {
+		return nil
+	}
+	t.mu.Lock()
+	cancel, done := t.cancel, t.done
+	t.mu.Unlock()
+	if cancel == nil {
+		return nil
+	}
+	t.on.Store(false)
+	cancel()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("tracing: stop: %w", ctx.Err())
+	}
+}
+
+// Stats reports the exporter's counters.
+func (t *Tracer) Stats() TraceStats {
+	if t == nil {
+		return TraceStats{}
+	}
+	return TraceStats{Exported: t.exported.Load(), Dropped: t.dropped.Load(), Failed: t.failed.Load()}
+}
+
+// StartSpan starts a span named name. Its parent is the incoming traceparent
+// when parent is a valid one, else the span in ctx, else it starts a new
+// trace. The returned context carries the span (FromContext).
+func (t *Tracer) StartSpan(ctx context.Context, name string, parent string, attrs ...Attr) (context.Context, *Span) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	c := &spanContext{Context: ctx}
+	s := &c.span
+	var psc SpanContext
+	ok := false
+	if parent != "" {
+		psc, ok = ParseTraceparent(parent)
+	}
+	if !ok {
+		if p := FromContext(ctx); p != nil {
+			psc, ok = p.sc, true
+		}
+	}
+	exporting := t != nil && t.on.Load()
+	if ok {
+		s.sc = SpanContext{TraceID: psc.TraceID, Flags: psc.Flags, State: psc.State}
+		s.parent = psc.SpanID
+	} else {
+		s.sc.TraceID = newTraceID()
+		if exporting && (t.cfg.SampleRatio >= 1 || rand.Float64() < t.cfg.SampleRatio) {
+			s.sc.Flags = FlagSampled
+		}
+	}
+	s.sc.SpanID = newSpanID()
+	if exporting && s.sc.Sampled() {
+		s.tracer, s.recording = t, true
+		s.name, s.kind, s.start = name, KindInternal, time.Now()
+		if len(attrs) > 0 {
+			s.attrs = append(make([]Attr, 0, len(attrs)+4), attrs...)
+		}
+	}
+	return c, s
+}
+
+// export queues a finished span without blocking.
+func (t *Tracer) export(s *Span) {
+	if !t.on.Load() {
+		t.dropped.Add(1)
+		return
+	}
+	select {
+	case t.ch <- s:
+	default:
+		t.dropped.Add(1)
+	}
+}
+
+func (t *Tracer) run(ctx context.Context, done chan struct{}) {
+	defer close(done)
+	tick := time.NewTicker(t.cfg.FlushInterval)
+	defer tick.Stop()
+	batch := make([]*Span, 0, t.cfg.BatchSize)
+	flush := func(ctx context.Context) {
+		if len(batch) > 0 {
+			t.send(ctx, batch)
+			clear(batch)
+			batch = batch[:0]
+		}
+	}
+	for {
+		select {
+		case s := <-t.ch:
+			batch = append(batch, s)
+			if len(batch) >= t.cfg.BatchSize {
+				flush(ctx)
+			}
+		case <-tick.C:
+			flush(ctx)
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.Background(), t.cfg.Timeout)
+			defer cancel()
+			for {
+				select {
+				case s := <-t.ch:
+					batch = append(batch, s)
+					if len(batch) >= t.cfg.BatchSize {
+						flush(fctx)
+					}
+					continue
+				default:
+				}
+				break
+			}
+			flush(fctx)
+			return
+		}
+	}
+}
+
+func (t *Tracer) send(ctx context.Context, spans []*Span) {
+	body, err := json.Marshal(t.encode(spans))
+	if err == nil {
+		err = t.post(ctx, body)
+	}
+	if err != nil {
+		t.failed.Add(uint64(len(spans)))
+		t.log.Warn("exporting trace spans failed", "endpoint", t.url, "spans", len(spans), "error", err)
+		return
+	}
+	t.exported.Add(uint64(len(spans)))
+}
+
+func (t *Tracer) post(ctx context.Context, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range t.cfg.Headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := t.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("collector answered %s: %s", resp.Status, strings.TrimSpace(string(msg)))
+	}
+	return nil
+}
+
+// The OTLP/HTTP JSON encoding (opentelemetry-proto, JSON mapping): ids are
+// hex strings, 64-bit integers are decimal strings, enums are numbers.
+type (
+	otlpExport struct {
+		ResourceSpans []otlpResourceSpans `json:"resourceSpans"`
+	}
+	otlpResourceSpans struct {
+		Resource   otlpResource     `json:"resource"`
+		ScopeSpans []otlpScopeSpans `json:"scopeSpans"`
+	}
+	otlpResource struct {
+		Attributes []otlpKeyValue `json:"attributes"`
+	}
+	otlpScopeSpans struct {
+		Scope otlpScope  `json:"scope"`
+		Spans []otlpSpan `json:"spans"`
+	}
+	otlpScope struct {
+		Name string `json:"name"`
+	}
+	otlpSpan struct {
+		TraceID           string         `json:"traceId"`
+		SpanID            string         `json:"spanId"`
+		ParentSpanID      string         `json:"parentSpanId,omitempty"`
+		TraceState        string         `json:"traceState,omitempty"`
+		Flags             uint32         `json:"flags,omitempty"`
+		Name              string         `json:"name"`
+		Kind              SpanKind       `json:"kind"`
+		StartTimeUnixNano uint64         `json:"startTimeUnixNano,string"`
+		EndTimeUnixNano   uint64         `json:"endTimeUnixNano,string"`
+		Attributes        []otlpKeyValue `json:"attributes,omitempty"`
+		Status            otlpStatus     `json:"status"`
+	}
+	otlpStatus struct {
+		Code    StatusCode `json:"code,omitempty"`
+		Message string     `json:"message,omitempty"`
+	}
+	otlpKeyValue struct {
+		Key   string    `json:"key"`
+		Value otlpValue `json:"value"`
+	}
+	otlpValue struct {
+		StringValue *string  `json:"stringValue,omitempty"`
+		IntValue    *string  `json:"intValue,omitempty"`
+		DoubleValue *float64 `json:"doubleValue,omitempty"`
+		BoolValue   *bool    `json:"boolValue,omitempty"`
+	}
+)
+
+func otlpAttrs(attrs []Attr) []otlpKeyValue {
+	out := make([]otlpKeyValue, 0, len(attrs))
+	for _, a := range attrs {
+		kv := otlpKeyValue{Key: a.Key}
+		switch a.kind {
+		case attrString:
+			s := a.s
+			kv.Value.StringValue = &s
+		case attrInt:
+			s := fmt.Sprint(a.n)
+			kv.Value.IntValue = &s
+		case attrFloat:
+			f := a.f
+			kv.Value.DoubleValue = &f
+		case attrBool:
+			b := a.n != 0
+			kv.Value.BoolValue = &b
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+func (t *Tracer) encode(spans []*Span) otlpExport {
+	out := make([]otlpSpan, 0, len(spans))
+	for _, s := range spans {
+		os := otlpSpan{
+			TraceID: s.sc.TraceID.String(), SpanID: s.sc.SpanID.String(), TraceState: s.sc.State,
+			Flags: uint32(s.sc.Flags), Name: s.name, Kind: s.kind,
+			StartTimeUnixNano: uint64(s.start.UnixNano()), EndTimeUnixNano: uint64(s.end.UnixNano()),
+			Attributes: otlpAttrs(s.attrs), Status: otlpStatus{Code: s.status, Message: s.message},
+		}
+		if s.parent.IsValid() {
+			os.ParentSpanID = s.parent.String()
+		}
+		out = append(out, os)
+	}
+	return otlpExport{ResourceSpans: []otlpResourceSpans{{
+		Resource:   otlpResource{Attributes: otlpAttrs([]Attr{String("service.name", t.cfg.ServiceName)})},
+		ScopeSpans: []otlpScopeSpans{{Scope: otlpScope{Name: "github.com/nimbusfn/nimbus"}, Spans: out}},
+	}}}
+}
