@@ -16,6 +16,7 @@ import (
 	"github.com/nimbusfn/nimbus/internal/metering"
 	"github.com/nimbusfn/nimbus/internal/registry"
 	"github.com/nimbusfn/nimbus/internal/runtime"
+	"github.com/nimbusfn/nimbus/internal/telemetry"
 )
 
 // DefaultMaxBody is the synchronous payload limit (6 MB, as AWS Lambda).
@@ -38,6 +39,9 @@ type Config struct {
 	Tenant func(r *http.Request, pathTenant string) (string, error)
 	// Authorize checks the caller against the function's auth mode; nil = public.
 	Authorize func(r *http.Request, tenant string, v *registry.Version) error
+	// Tracer, when set, records a server span per invocation; the function
+	// sees the span's traceparent either way.
+	Tracer *telemetry.Tracer
 }
 
 // Gateway serves /fn/….
@@ -120,8 +124,21 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Body: body, ContentLength: r.ContentLength, Trigger: "http",
 	}
 	w.Header().Set("X-Nimbus-Invocation-Id", req.InvocationID)
+	ctx := r.Context()
+	var span *telemetry.Span
+	if g.cfg.Tracer != nil {
+		ctx, span = g.cfg.Tracer.StartServerSpan(ctx, "invoke "+name, r.Header,
+			telemetry.String("faas.name", name), telemetry.String("faas.invocation_id", req.InvocationID))
+		telemetry.Inject(ctx, r.Header)
+	}
 	rw := &headerOnce{ResponseWriter: w}
-	_, err := g.cfg.Invoker.Invoke(r.Context(), t, req, rw)
+	_, err := g.cfg.Invoker.Invoke(ctx, t, req, rw)
+	if span != nil {
+		if err != nil {
+			span.Fail(err.Error())
+		}
+		span.End(telemetry.StatusOK)
+	}
 	if err != nil {
 		if rw.wrote {
 			return // the function already streamed part of its answer

@@ -20,8 +20,11 @@ import (
 	"github.com/nimbusfn/nimbus/internal/bus"
 	"github.com/nimbusfn/nimbus/internal/gateway"
 	"github.com/nimbusfn/nimbus/internal/invoke"
+	"github.com/nimbusfn/nimbus/internal/metering"
 	"github.com/nimbusfn/nimbus/internal/registry"
 	"github.com/nimbusfn/nimbus/internal/runtime"
+	"github.com/nimbusfn/nimbus/internal/runtime/process"
+	"github.com/nimbusfn/nimbus/internal/runtime/sandbox"
 	"github.com/nimbusfn/nimbus/internal/runtime/wasm"
 	"github.com/nimbusfn/nimbus/internal/telemetry"
 	"github.com/nimbusfn/nimbus/internal/tenant"
@@ -53,6 +56,8 @@ type Config struct {
 	Node string
 	// MaxBody limits synchronous request bodies (default 6 MB).
 	MaxBody int64
+	// TracingEndpoint, when set, exports traces over OTLP/HTTP there.
+	TracingEndpoint string
 	// LogRetention keeps function logs this long (default 7 days).
 	LogRetention time.Duration
 	Logger       *slog.Logger
@@ -63,13 +68,18 @@ type Server struct {
 	cfg Config
 	log *slog.Logger
 
-	Bus      *bus.Bus
-	Registry *registry.Registry
-	Invoker  *invoke.Invoker
-	Logs     *telemetry.Logs
-	Tenants  *tenant.Service
-	Auth     *auth.Service
-	wasm     *wasm.Runtime
+	Bus       *bus.Bus
+	Registry  *registry.Registry
+	Invoker   *invoke.Invoker
+	Logs      *telemetry.Logs
+	Tenants   *tenant.Service
+	Metrics   *telemetry.Metrics
+	Meter     *metering.Meter
+	Quotas    *metering.Quotas
+	Tracer    *telemetry.Tracer
+	publisher *metering.Publisher
+	Auth      *auth.Service
+	wasm      *wasm.Runtime
 
 	mux      *http.ServeMux
 	http     *http.Server
@@ -161,13 +171,17 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.onStop(s.Logs.Stop)
 	s.Logs.SetRedactor(newRedactors(s.Tenants).redact)
 
+	if err := s.startMetering(ctx); err != nil {
+		return err
+	}
+
 	runtimes, names, err := s.runtimes(ctx)
 	if err != nil {
 		return err
 	}
 	s.Invoker = invoke.New(invoke.Config{
 		Registry: s.Registry, Runtimes: runtimes, Logs: s.Logs, Node: s.cfg.Node, Logger: s.cfg.Logger,
-		Env: s.secretEnv,
+		Env: s.secretEnv, Recorders: s.recorders(), Admitter: s.Quotas,
 	})
 	if err := s.Invoker.Start(ctx); err != nil {
 		return err
@@ -175,17 +189,18 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.onStop(s.Invoker.Stop)
 
 	s.mux = http.NewServeMux()
-	gw := gateway.New(gateway.Config{Invoker: s.Invoker, MaxBody: s.cfg.MaxBody, Tenant: s.gatewayTenant, Authorize: s.authorizeCall})
+	gw := gateway.New(gateway.Config{Invoker: s.Invoker, MaxBody: s.cfg.MaxBody, Tenant: s.gatewayTenant, Authorize: s.authorizeCall, Tracer: s.Tracer})
 	s.mux.Handle(gateway.Prefix, gw)
 	s.mux.Handle(gateway.TenantPrefix, gw)
 	s.Tenants.Routes(s.mux)
 	s.Auth.Routes(s.mux)
 	s.Auth.AdminRoutes(s.mux, s.Tenants)
 	api.New(api.Config{
-		Registry: s.Registry, Invoker: s.Invoker, Logs: s.Logs, Detect: wasm.Detect, TenantOf: tenantOf,
+		Registry: s.Registry, Invoker: s.Invoker, Logs: s.Logs, Detect: wasm.Detect, TenantOf: tenantOf, Before: s.beforeDeploy,
 		BaseURL: func(r *http.Request) string { return "http://" + r.Host },
 		Version: Version, Node: s.cfg.Node, Runtimes: names, Logger: s.cfg.Logger,
 	}).Routes(s.mux)
+	s.observeRoutes(s.mux)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	s.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !s.ready.Load() {
@@ -221,7 +236,11 @@ func (s *Server) runtimes(ctx context.Context) (map[string]runtime.Runtime, []st
 	s.wasm = w
 	s.onStop(w.Close)
 	rts := map[string]runtime.Runtime{runtime.Wasm: w, runtime.WasmCGI: w}
-	return rts, []string{runtime.Wasm, runtime.WasmCGI}, nil
+	names := []string{runtime.Wasm, runtime.WasmCGI}
+	rts[runtime.Process] = process.New(process.Config{CacheDir: filepath.Join(s.cfg.CacheDir, "process"), Logger: s.cfg.Logger})
+	names = append(names, runtime.Process)
+	s.log.Info("process isolation", "report", sandbox.Probe().String())
+	return rts, names, nil
 }
 
 // Stop stops serving new requests, lets in-flight ones finish (bounded by

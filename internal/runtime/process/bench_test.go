@@ -1,0 +1,78 @@
+//go:build linux
+
+package process
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/nimbusfn/nimbus/internal/runtime"
+)
+
+// benchInstance starts the test server once for a benchmark.
+func benchInstance(b *testing.B) *Instance {
+	b.Helper()
+	tpl, _ := prepare(b, newRuntime(b), testServer(b), "", nil)
+	return start(b, tpl)
+}
+
+// reportP50 records the median of per-operation times.
+func reportP50(b *testing.B, d []time.Duration) {
+	if len(d) == 0 {
+		return
+	}
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	b.ReportMetric(float64(d[len(d)/2].Nanoseconds()), "p50-ns")
+	b.ReportMetric(float64(d[len(d)*99/100].Nanoseconds()), "p99-ns")
+}
+
+// BenchmarkProxyWarm is a warm invocation through the process runtime's
+// proxy (Invoke) of GET / on the test server.
+func BenchmarkProxyWarm(b *testing.B) {
+	in := benchInstance(b)
+	hdr := http.Header{"Accept": {"*/*"}}
+	d := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		t0 := time.Now()
+		rec := httptest.NewRecorder()
+		err := in.Invoke(context.Background(), &runtime.Request{InvocationID: "bench", Method: "GET", Path: "/", Header: hdr, RemoteAddr: "127.0.0.1:1", Host: "bench"}, rec)
+		d = append(d, time.Since(t0))
+		if err != nil || rec.Code != 200 {
+			b.Fatalf("%v %d", err, rec.Code)
+		}
+	}
+	b.StopTimer()
+	reportP50(b, d)
+}
+
+// BenchmarkDirectWarm calls the same server directly over a keep-alive
+// connection: the baseline for BenchmarkProxyWarm.
+func BenchmarkDirectWarm(b *testing.B) {
+	in := benchInstance(b)
+	tr := &http.Transport{MaxIdleConnsPerHost: 4, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	d := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		t0 := time.Now()
+		req, _ := http.NewRequest("GET", in.base+"/", nil)
+		req.Header.Set("Accept", "*/*")
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		d = append(d, time.Since(t0))
+	}
+	b.StopTimer()
+	reportP50(b, d)
+}

@@ -1,0 +1,461 @@
+//go:build linux
+
+// Package sandbox owns starting function processes isolated from the server
+// and from each other — own cgroup (memory, pids, cpu), namespaces, an
+// unprivileged user, rlimits, a private temp dir and a scrubbed environment —
+// and killing an instance's whole process tree. Layers the machine does not
+// give are reported by Probe and skipped.
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	goruntime "runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Config describes one sandboxed process.
+type Config struct {
+	// Args is argv; Args[0] is resolved against Dir, then the PATH in Env
+	// (default /usr/local/bin:/usr/bin:/bin).
+	Args []string
+	// Dir is the working directory (the unpacked code). It must be readable by
+	// the sandbox user; the path leading to it need not be.
+	Dir string
+	// Env is the complete environment; nothing is inherited from the server.
+	// TMPDIR is set to the instance's temp dir, and so is HOME unless Env
+	// sets it.
+	Env []string
+	// MemoryMB is the cgroup memory limit (0 = none).
+	MemoryMB int
+	// Pids bounds processes and threads in the instance (0 = DefaultPids).
+	Pids int
+	// CPUs is a cpu quota in cores (0 = none).
+	CPUs float64
+	// Stdout and Stderr receive the process's output (nil = discarded).
+	Stdout, Stderr io.Writer
+}
+
+// DefaultPath is the PATH used to find Args[0] when Env has none.
+const DefaultPath = "/usr/local/bin:/usr/bin:/bin"
+
+// Open-file limit of an instance.
+const nofile = 65536
+
+// Process is a running sandboxed process and everything it owns.
+type Process struct {
+	cmd     *exec.Cmd
+	pid     int
+	tmp     string
+	cg      *cgroup
+	memMB   int
+	done    chan struct{}
+	exitErr error
+	killed  atomic.Bool
+
+	killOnce sync.Once
+	killErr  error
+}
+
+// ExitError says why a sandboxed process ended.
+type ExitError struct {
+	// Code is the exit status, or -1 when a signal ended the process.
+	Code   int
+	Signal syscall.Signal
+	// OOM is set when the cgroup's OOM killer killed a process of the
+	// instance; LimitMB is the limit it hit.
+	OOM     bool
+	LimitMB int
+	// Killed is set when Kill ended the process.
+	Killed bool
+}
+
+func (e *ExitError) Error() string {
+	switch {
+	case e.OOM:
+		return fmt.Sprintf("killed: out of memory (limit %d MB)", e.LimitMB)
+	case e.Killed:
+		return "killed by Nimbus"
+	case e.Code >= 0:
+		return fmt.Sprintf("exit status %d", e.Code)
+	}
+	return "killed by signal " + e.Signal.String()
+}
+
+// Start starts cfg.Args in a sandbox. ctx bounds only the start.
+func Start(ctx context.Context, cfg Config) (*Process, error) {
+	if len(cfg.Args) == 0 || cfg.Args[0] == "" {
+		return nil, errors.New("sandbox: no command to run")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	pr := probed()
+	dirf, err := os.Open(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: open working dir: %w", err)
+	}
+	defer dirf.Close()
+	path, err := resolve(cfg.Args[0], cfg.Dir, envValue(cfg.Env, "PATH", DefaultPath))
+	if err != nil {
+		return nil, err
+	}
+
+	p := &Process{done: make(chan struct{}), memMB: cfg.MemoryMB}
+	if p.tmp, err = os.MkdirTemp("", "nimbus-sbx-"); err != nil {
+		return nil, fmt.Errorf("sandbox: create temp dir: %w", err)
+	}
+	if pr.root {
+		if err := os.Chown(p.tmp, SandboxUID, SandboxGID); err != nil {
+			os.RemoveAll(p.tmp)
+			return nil, fmt.Errorf("sandbox: give temp dir to the sandbox user: %w", err)
+		}
+	}
+	if pr.cg != nil {
+		if p.cg, err = pr.cg.create(&cfg); err != nil {
+			os.RemoveAll(p.tmp)
+			return nil, err
+		}
+	}
+	if err := p.start(&cfg, pr, path, dirf); err != nil {
+		if p.cg != nil {
+			p.cg.killAll()
+			p.cg.remove()
+		}
+		os.RemoveAll(p.tmp)
+		return nil, err
+	}
+	go p.wait()
+	return p, nil
+}
+
+func (p *Process) start(cfg *Config, pr probeResult, path string, dirf *os.File) error {
+	env := make([]string, 0, len(cfg.Env)+2)
+	home := false
+	for _, kv := range cfg.Env {
+		home = home || strings.HasPrefix(kv, "HOME=")
+		if !strings.HasPrefix(kv, "TMPDIR=") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, "TMPDIR="+p.tmp)
+	if !home {
+		env = append(env, "HOME="+p.tmp)
+	}
+	cgfd := -1
+	if p.cg != nil {
+		var err error
+		if cgfd, err = p.cg.fd(); err != nil {
+			return fmt.Errorf("sandbox: open cgroup: %w", err)
+		}
+		if cgfd >= 0 {
+			defer syscall.Close(cgfd)
+		}
+	}
+	for {
+		attr := &syscall.SysProcAttr{
+			Setpgid:   true,
+			Pdeathsig: syscall.SIGKILL,
+			Ptrace:    !ptraceOff.Load(),
+		}
+		if cgfd >= 0 {
+			// v2: the child is born in its cgroup (clone3 CLONE_INTO_CGROUP).
+			attr.UseCgroupFD, attr.CgroupFD = true, cgfd
+		}
+		ns := pr.root && !nsOff.Load()
+		if ns {
+			attr.Cloneflags = syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS
+			attr.Unshareflags = syscall.CLONE_NEWNS // Go marks / private in it
+		}
+		if pr.root {
+			attr.Credential = &syscall.Credential{Uid: SandboxUID, Gid: SandboxGID, Groups: []uint32{}}
+		}
+		p.cmd = &exec.Cmd{
+			Path: path,
+			Args: cfg.Args,
+		}
+		if pr.prlimitBin != "" {
+			// We may not set another user's rlimits (no CAP_SYS_RESOURCE):
+			// prlimit(1) sets its own and execs the command.
+			l := p.rlimits(cfg, pr)
+			p.cmd.Path = pr.prlimitBin
+			p.cmd.Args = append([]string{pr.prlimitBin,
+				fmt.Sprintf("--nofile=%d:%d", l[0].Cur, l[0].Max),
+				fmt.Sprintf("--nproc=%d:%d", l[1].Cur, l[1].Max),
+				"--core=0:0", "--", path}, cfg.Args[1:]...)
+		}
+		*p.cmd = exec.Cmd{
+			Path: p.cmd.Path,
+			Args: p.cmd.Args,
+			Env:  env,
+			// The child changes directory after dropping to the sandbox user;
+			// through our descriptor's magic link it needs search permission
+			// on Dir only, not on the (possibly private) path leading to it.
+			Dir:         fmt.Sprintf("/proc/self/fd/%d", dirf.Fd()),
+			Stdout:      cfg.Stdout,
+			Stderr:      cfg.Stderr,
+			SysProcAttr: attr,
+			WaitDelay:   2 * time.Second,
+		}
+		err := p.startTraced(cfg, pr)
+		if err == nil {
+			return nil
+		}
+		var se *startError
+		if errors.As(err, &se) && (errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSYS)) {
+			if ns {
+				if nsOff.CompareAndSwap(false, true) {
+					logger.Warn("namespaces refused; instances share the server's namespaces", "err", err)
+				}
+				continue
+			}
+			if attr.Ptrace {
+				if ptraceOff.CompareAndSwap(false, true) {
+					logger.Warn("ptrace refused; cgroup and rlimits are applied just after start", "err", err)
+				}
+				continue
+			}
+		}
+		return fmt.Errorf("sandbox: start %s: %w", cfg.Args[0], err)
+	}
+}
+
+// startTraced starts the command. With ptrace the child stops right after
+// execve, before its first instruction: we move it into its (v1) cgroup and
+// set its rlimits there, then let it run. That keeps the server a single
+// binary with no re-exec shim, whose Go start-up would cost milliseconds per
+// cold start.
+func (p *Process) startTraced(cfg *Config, pr probeResult) error {
+	traced := p.cmd.SysProcAttr.Ptrace
+	if traced {
+		// ptrace requests must come from the thread that forked the child.
+		goruntime.LockOSThread()
+		defer goruntime.UnlockOSThread()
+	}
+	if err := p.cmd.Start(); err != nil {
+		return &startError{err}
+	}
+	p.pid = p.cmd.Process.Pid
+	fail := func(err error) error {
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+		return err
+	}
+	if traced {
+		var ws syscall.WaitStatus
+		for {
+			_, err := syscall.Wait4(p.pid, &ws, syscall.WALL, nil)
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil {
+				return fail(fmt.Errorf("wait for exec stop: %w", err))
+			}
+			break
+		}
+		if !ws.Stopped() {
+			return fail(fmt.Errorf("process ended before it ran (status %v)", ws))
+		}
+	}
+	err := p.setup(cfg, pr)
+	if traced {
+		if derr := syscall.PtraceDetach(p.pid); derr != nil && err == nil {
+			err = fmt.Errorf("detach: %w", derr)
+		}
+	}
+	if err != nil {
+		return fail(err)
+	}
+	return nil
+}
+
+// startError is a failure of the fork/exec itself (as opposed to the setup
+// that follows), which may be a layer the kernel refuses.
+type startError struct{ err error }
+
+func (e *startError) Error() string { return e.err.Error() }
+func (e *startError) Unwrap() error { return e.err }
+
+func (p *Process) setup(cfg *Config, pr probeResult) error {
+	if p.cg != nil && !p.cmd.SysProcAttr.UseCgroupFD {
+		if err := p.cg.join(p.pid); err != nil {
+			return err
+		}
+	}
+	if !pr.prlimitDirect {
+		return nil
+	}
+	l := p.rlimits(cfg, pr)
+	for i, res := range []int{unix.RLIMIT_NOFILE, unix.RLIMIT_NPROC, unix.RLIMIT_CORE} {
+		if err := unix.Prlimit(p.pid, res, &l[i], nil); err != nil {
+			return fmt.Errorf("set rlimit %d: %w", res, err)
+		}
+	}
+	return nil
+}
+
+// rlimits are nofile, nproc and core, never above the server's own hard
+// limits (raising them needs CAP_SYS_RESOURCE).
+func (p *Process) rlimits(cfg *Config, pr probeResult) [3]unix.Rlimit {
+	nproc := uint64(16384) // per user, across instances: the pids cgroup is the real bound
+	if p.cg == nil || !p.cg.sys.has("pids") {
+		nproc = uint64(cfg.Pids)
+		if nproc == 0 {
+			nproc = DefaultPids
+		}
+	}
+	var out [3]unix.Rlimit
+	for i, l := range []struct {
+		res int
+		val uint64
+	}{{unix.RLIMIT_NOFILE, nofile}, {unix.RLIMIT_NPROC, nproc}, {unix.RLIMIT_CORE, 0}} {
+		var own unix.Rlimit
+		if unix.Getrlimit(l.res, &own) == nil && own.Max < l.val {
+			l.val = own.Max
+		}
+		out[i] = unix.Rlimit{Cur: l.val, Max: l.val}
+	}
+	return out
+}
+
+func (p *Process) wait() {
+	err := p.cmd.Wait()
+	ee := &ExitError{Code: -1, LimitMB: p.memMB}
+	var xe *exec.ExitError
+	if errors.As(err, &xe) {
+		if ws, ok := xe.Sys().(syscall.WaitStatus); ok {
+			if ws.Signaled() {
+				ee.Signal = ws.Signal()
+			} else {
+				ee.Code = ws.ExitStatus()
+			}
+		}
+	} else if err == nil {
+		ee.Code = 0
+	}
+	if p.cg != nil && p.cg.oomKills() > 0 {
+		ee.OOM = true
+	} else if p.killed.Load() && ee.Signal == syscall.SIGKILL {
+		ee.Killed = true
+	}
+	p.exitErr = ee
+	close(p.done)
+}
+
+// Pid is the process id (in the server's pid namespace).
+func (p *Process) Pid() int { return p.pid }
+
+// TmpDir is the instance's private writable temp dir (also $TMPDIR).
+func (p *Process) TmpDir() string { return p.tmp }
+
+// Done is closed when the main process has exited.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// ExitErr says why the process ended (an *ExitError); nil before Done.
+func (p *Process) ExitErr() error {
+	select {
+	case <-p.done:
+		return p.exitErr
+	default:
+		return nil
+	}
+}
+
+// OutOfMemory reports whether the cgroup OOM killer has killed any process of
+// the instance (not necessarily the main one).
+func (p *Process) OutOfMemory() bool {
+	return p.cg != nil && p.cg.oomKills() > 0
+}
+
+// Kill kills the whole process tree, waits for it, and removes the cgroup and
+// the temp dir. It is idempotent.
+func (p *Process) Kill() error {
+	p.killOnce.Do(func() { p.killErr = p.kill() })
+	return p.killErr
+}
+
+func (p *Process) kill() error {
+	p.killed.Store(true)
+	select {
+	case <-p.done:
+	default:
+		p.cmd.Process.Kill() // by pidfd: never hits a recycled pid
+	}
+	if p.cg != nil {
+		p.cg.killAll()
+	} else {
+		// The group outlives the main process while members remain.
+		syscall.Kill(-p.pid, syscall.SIGKILL)
+	}
+	var err error
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		err = fmt.Errorf("sandbox: process %d did not exit after SIGKILL", p.pid)
+	}
+	if p.cg != nil {
+		if cerr := p.cg.remove(); err == nil {
+			err = cerr
+		}
+	}
+	if rerr := os.RemoveAll(p.tmp); rerr != nil && err == nil {
+		err = fmt.Errorf("sandbox: remove temp dir: %w", rerr)
+	}
+	return err
+}
+
+// resolve finds the executable: a name with a slash is relative to dir (the
+// child runs it from there); a bare name is looked up in dir, then in path.
+func resolve(name, dir, path string) (string, error) {
+	if filepath.IsAbs(name) {
+		return name, checkExec(name, name)
+	}
+	if strings.Contains(name, "/") {
+		rel := "./" + filepath.Clean(name)
+		return rel, checkExec(filepath.Join(dir, name), name)
+	}
+	if checkExec(filepath.Join(dir, name), name) == nil {
+		return "./" + name, nil
+	}
+	for _, d := range filepath.SplitList(path) {
+		if d == "" || !filepath.IsAbs(d) {
+			continue
+		}
+		full := filepath.Join(d, name)
+		if checkExec(full, name) == nil {
+			return full, nil
+		}
+	}
+	return "", fmt.Errorf("sandbox: command %q not found in the code or in PATH %s", name, path)
+}
+
+func checkExec(full, name string) error {
+	fi, err := os.Stat(full)
+	if err != nil {
+		return fmt.Errorf("sandbox: command %q: %w", name, err)
+	}
+	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("sandbox: command %q is not an executable file (mode %v)", name, fi.Mode())
+	}
+	return nil
+}
+
+func envValue(env []string, key, def string) string {
+	for i := len(env) - 1; i >= 0; i-- {
+		if k, v, ok := strings.Cut(env[i], "="); ok && k == key {
+			return v
+		}
+	}
+	return def
+}

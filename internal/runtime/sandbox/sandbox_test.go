@@ -1,0 +1,321 @@
+//go:build linux
+
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuf is a goroutine-safe output buffer.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func eventually(t *testing.T, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	wait := time.Millisecond
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met after %v: %v", timeout, err)
+		}
+		time.Sleep(wait)
+		wait = min(wait*2, 100*time.Millisecond)
+	}
+}
+
+// codeDir makes a code dir the sandbox user can reach, holding an
+// executable script.
+func codeDir(t *testing.T, script string) string {
+	t.Helper()
+	root, err := CodeRoot(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp(root, "test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "run.sh"), []byte("#!/bin/sh\n"+script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func start(t *testing.T, cfg Config) *Process {
+	t.Helper()
+	p, err := Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Kill() })
+	return p
+}
+
+func waitDone(t *testing.T, p *Process) {
+	t.Helper()
+	select {
+	case <-p.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("process did not exit")
+	}
+}
+
+// assertGone checks that Kill left no process, cgroup or temp dir behind.
+func assertGone(t *testing.T, p *Process, pids []int) {
+	t.Helper()
+	if err := p.Kill(); err != nil {
+		t.Fatalf("Kill: %v", err)
+	}
+	for _, pid := range append(pids, p.Pid()) {
+		// A zombie is dead; reaping orphans is init's business.
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil && strings.Contains(string(b), "\nUid:\t65534") && !strings.Contains(string(b), "\nState:\tZ") {
+			t.Errorf("process %d still alive after Kill", pid)
+		}
+	}
+	if p.cg != nil {
+		for _, d := range p.cg.dirs {
+			t.Errorf("cgroup %s left behind", d)
+		}
+	}
+	if _, err := os.Stat(p.TmpDir()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("temp dir %s left behind (%v)", p.TmpDir(), err)
+	}
+}
+
+func TestProbe(t *testing.T) {
+	r := Probe()
+	t.Log("\n" + r.String())
+	if !strings.Contains(r.String(), "cgroup") {
+		t.Fatal("report does not mention cgroups")
+	}
+	if os.Geteuid() == 0 && !r.Has("unprivileged user") {
+		t.Fatal("running as root but no unprivileged user layer")
+	}
+}
+
+func TestIsolation(t *testing.T) {
+	t.Setenv("NIMBUS_SERVER_SECRET", "hunter2")
+	dir := codeDir(t, `
+echo "uid=$(id -u) gid=$(id -g) groups=$(id -G)"
+echo "pid=$$"
+echo "tmp=$TMPDIR"
+env | sort
+touch "$TMPDIR/ok" && echo tmp-writable
+touch ./nope 2>/dev/null || echo code-readonly
+cat /proc/self/limits
+cat /proc/self/cgroup
+readlink /proc/self/ns/pid /proc/self/ns/ipc /proc/self/ns/uts /proc/self/ns/mnt
+`)
+	var out, errb syncBuf
+	p := start(t, Config{Args: []string{"./run.sh"}, Dir: dir, Env: []string{"PATH=/usr/bin:/bin", "GREETING=hi"}, Stdout: &out, Stderr: &errb, MemoryMB: 64, Pids: 32, CPUs: 0.5})
+	waitDone(t, p)
+	got := out.String()
+	if ee := p.ExitErr(); ee == nil || ee.Error() != "exit status 0" {
+		t.Fatalf("exit: %v\nstdout:\n%s\nstderr:\n%s", ee, got, errb.String())
+	}
+	must := []string{"GREETING=hi", "tmp=" + p.TmpDir(), "tmp-writable", "Max core file size        0"}
+	if os.Geteuid() == 0 {
+		must = append(must, "uid=65534 gid=65534 groups=65534", "pid=1", "code-readonly", "/nimbus/i-")
+	}
+	for _, s := range must {
+		if !strings.Contains(got, s) {
+			t.Errorf("output lacks %q:\n%s", s, got)
+		}
+	}
+	if strings.Contains(got, "hunter2") || strings.Contains(got, "NIMBUS_SERVER_SECRET") {
+		t.Errorf("server environment leaked:\n%s", got)
+	}
+	if os.Geteuid() == 0 && Probe().Has("namespaces") {
+		for _, ns := range []string{"pid", "ipc", "uts", "mnt"} {
+			own, _ := os.Readlink("/proc/self/ns/" + ns)
+			if strings.Contains(got, own+"\n") {
+				t.Errorf("%s namespace shared with the server (%s)", ns, own)
+			}
+		}
+	}
+	assertGone(t, p, nil)
+}
+
+func TestExitStatusAndMissingCommand(t *testing.T) {
+	dir := codeDir(t, "echo bye >&2; exit 3\n")
+	var errb syncBuf
+	p := start(t, Config{Args: []string{"run.sh"}, Dir: dir, Stderr: &errb})
+	waitDone(t, p)
+	var ee *ExitError
+	if !errors.As(p.ExitErr(), &ee) || ee.Code != 3 || p.ExitErr().Error() != "exit status 3" {
+		t.Fatalf("ExitErr = %v", p.ExitErr())
+	}
+	if strings.TrimSpace(errb.String()) != "bye" {
+		t.Fatalf("stderr = %q", errb.String())
+	}
+	assertGone(t, p, nil)
+
+	if _, err := Start(context.Background(), Config{Args: []string{"./missing"}, Dir: dir}); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("missing command: %v", err)
+	}
+	if _, err := Start(context.Background(), Config{Args: []string{"no-such-cmd"}, Dir: dir}); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("missing command in PATH: %v", err)
+	}
+}
+
+func TestKillWholeTree(t *testing.T) {
+	dir := codeDir(t, "sleep 1000 & (sleep 1000 & wait) & echo started; wait\n")
+	var out syncBuf
+	p := start(t, Config{Args: []string{"./run.sh"}, Dir: dir, Env: []string{"PATH=/usr/bin:/bin"}, Stdout: &out})
+	var pids []int
+	eventually(t, 20*time.Second, func() error {
+		pids = treePids(t, p)
+		if len(pids) < 4 {
+			return fmt.Errorf("%d processes in the tree", len(pids))
+		}
+		return nil
+	})
+	assertGone(t, p, pids)
+	if !errors.As(p.ExitErr(), new(*ExitError)) || p.ExitErr().Error() != "killed by Nimbus" {
+		t.Fatalf("ExitErr = %v", p.ExitErr())
+	}
+}
+
+// treePids lists the instance's processes: its cgroup, else its process group.
+func treePids(t *testing.T, p *Process) []int {
+	if p.cg != nil {
+		return p.cg.procs()
+	}
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+		if len(f) > 2 && f[2] == strconv.Itoa(p.Pid()) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func TestForkBomb(t *testing.T) {
+	if !Probe().Has("pids limit") {
+		t.Skip("no pids cgroup here")
+	}
+	dir := codeDir(t, "bomb() { bomb | bomb & }; bomb; sleep 1000\n")
+	p := start(t, Config{Args: []string{"./run.sh"}, Dir: dir, Env: []string{"PATH=/usr/bin:/bin"}, Pids: 32, Stderr: &syncBuf{}})
+	eventually(t, 20*time.Second, func() error {
+		ev := readString(filepath.Join(p.cg.dirs["pids"], "pids.events"))
+		if !strings.HasPrefix(ev, "max ") || ev == "max 0" {
+			return fmt.Errorf("pids.events = %q, pids.current = %s", ev, readString(filepath.Join(p.cg.dirs["pids"], "pids.current")))
+		}
+		return nil
+	})
+	pids := p.cg.procs()
+	if n, _ := strconv.Atoi(readString(filepath.Join(p.cg.dirs["pids"], "pids.current"))); n > 32 {
+		t.Fatalf("%d tasks, over the limit of 32", n)
+	}
+	assertGone(t, p, pids)
+}
+
+func TestMemoryHog(t *testing.T) {
+	if !Probe().Has("memory limit") {
+		t.Skip("no memory cgroup here")
+	}
+	dir := codeDir(t, "exec python3 -c 'a=[]\nwhile True: a.append(b\"x\" * (1<<20))'\n")
+	p := start(t, Config{Args: []string{"./run.sh"}, Dir: dir, Env: []string{"PATH=/usr/bin:/bin"}, MemoryMB: 48, Stderr: &syncBuf{}})
+	waitDone(t, p)
+	if !p.OutOfMemory() {
+		t.Fatalf("not reported as OOM: %v", p.ExitErr())
+	}
+	var ee *ExitError
+	if !errors.As(p.ExitErr(), &ee) || !ee.OOM || p.ExitErr().Error() != "killed: out of memory (limit 48 MB)" {
+		t.Fatalf("ExitErr = %v", p.ExitErr())
+	}
+	assertGone(t, p, nil)
+}
+
+func TestKillIdempotentAndConcurrent(t *testing.T) {
+	dir := codeDir(t, "exec sleep 1000\n")
+	p := start(t, Config{Args: []string{"./run.sh"}, Dir: dir, Env: []string{"PATH=/usr/bin:/bin"}})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() { defer wg.Done(); p.Kill() }()
+	}
+	wg.Wait()
+	assertGone(t, p, nil)
+}
+
+func TestPrivateParentDir(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	// t.TempDir is 0700: the sandbox user cannot reach inside it, but the
+	// working directory is entered through the server's descriptor.
+	private := filepath.Join(t.TempDir(), "code")
+	os.Mkdir(private, 0o755)
+	os.WriteFile(filepath.Join(private, "run.sh"), []byte("#!/bin/sh\necho ran\n"), 0o755)
+	if err := Reachable(private); err == nil {
+		t.Fatal("Reachable accepted a dir under a 0700 parent")
+	}
+	var out syncBuf
+	p := start(t, Config{Args: []string{"./run.sh"}, Dir: private, Stdout: &out, Stderr: &syncBuf{}})
+	waitDone(t, p)
+	if out.String() != "ran\n" {
+		t.Fatalf("stdout = %q, exit %v", out.String(), p.ExitErr())
+	}
+	root, err := CodeRoot(private)
+	if err != nil || root == private || Reachable(root) != nil {
+		t.Fatalf("CodeRoot = %q, %v", root, err)
+	}
+	assertGone(t, p, nil)
+}
+
+// TestDegradedLayers runs without namespaces and without ptrace (as when the
+// kernel refuses them): the tree is still killed and nothing is left.
+func TestDegradedLayers(t *testing.T) {
+	nsOff.Store(true)
+	ptraceOff.Store(true)
+	t.Cleanup(func() { nsOff.Store(false); ptraceOff.Store(false) })
+	if Probe().Has("namespaces") {
+		t.Fatal("report still claims namespaces")
+	}
+	t.Run("tree", TestKillWholeTree)
+	t.Run("forkbomb", TestForkBomb)
+	t.Run("exit", TestExitStatusAndMissingCommand)
+}

@@ -1,0 +1,353 @@
+package wasm
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
+	"github.com/tetratelabs/wazero/sys"
+
+	"github.com/nimbusfn/nimbus/internal/runtime"
+)
+
+// template is a compiled module for one function version.
+type template struct {
+	rt            *Runtime
+	spec          runtime.Spec
+	compiled      wazero.CompiledModule
+	modCfg        wazero.ModuleConfig
+	limit         uint64 // memory cap in bytes
+	cgi           bool
+	hasInit       bool
+	hasNimbusInit bool
+	// refs counts the template itself and its open instances; the compiled
+	// module is closed when it drops to zero.
+	refs   atomic.Int64
+	closed atomic.Bool
+	once   sync.Once
+}
+
+var _ runtime.Template = (*template)(nil)
+
+func (t *template) acquire() bool {
+	if t.closed.Load() {
+		return false
+	}
+	for {
+		n := t.refs.Load()
+		if n <= 0 {
+			return false
+		}
+		if t.refs.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+func (t *template) release() {
+	if t.refs.Add(-1) == 0 {
+		_ = t.compiled.Close(context.Background())
+	}
+}
+
+// Close releases the compiled code once every instance is closed.
+func (t *template) Close() error {
+	t.once.Do(func() {
+		t.closed.Store(true)
+		t.release()
+	})
+	return nil
+}
+
+// NewInstance starts an instance. For wasm-cgi it only reserves the template:
+// each invocation instantiates a fresh module.
+func (t *template) NewInstance(ctx context.Context) (runtime.Instance, error) {
+	if !t.acquire() {
+		return nil, runtime.Errorf(runtime.StartFailed, "wasm: template of %s v%d is closed", t.spec.Function, t.spec.Version)
+	}
+	if t.cgi {
+		return newCGIInstance(t), nil
+	}
+	inst, err := t.newReactor(ctx)
+	if err != nil {
+		t.release()
+		return nil, err
+	}
+	return inst, nil
+}
+
+// sandbox is what every instance has: its output streams, memory cap and the
+// context of the call in progress (for sleeps).
+type sandbox struct {
+	t      *template
+	id     string // invocation in progress
+	stdout lineWriter
+	stderr lineWriter
+	mem    memoryCap
+	ctx    context.Context // of the call in progress
+}
+
+func (s *sandbox) init(t *template) {
+	s.t = t
+	sink := t.spec.Logs
+	s.stdout = lineWriter{pump: t.rt.logs, sink: sink, stream: "stdout", id: &s.id}
+	s.stderr = lineWriter{pump: t.rt.logs, sink: sink, stream: "stderr", id: &s.id, keepTail: true}
+	s.mem = memoryCap{limit: t.limit, live: &t.rt.memBytes}
+}
+
+// sleep is the instance's nanosleep: it ends early when the call's context
+// is done, so a sleeping guest cannot outlive its deadline.
+func (s *sandbox) sleep(ns int64) {
+	ctx := s.ctx
+	if ctx == nil {
+		time.Sleep(time.Duration(ns))
+		return
+	}
+	timer := time.NewTimer(time.Duration(ns))
+	select {
+	case <-timer.C:
+	case <-ctx.Done():
+		timer.Stop()
+	}
+}
+
+func (s *sandbox) config(stdoutToLog bool) wazero.ModuleConfig {
+	c := s.t.modCfg.WithStderr(&s.stderr).WithNanosleep(s.sleep)
+	if stdoutToLog {
+		c = c.WithStdout(&s.stdout)
+	}
+	return c
+}
+
+// classify turns a failed call into a runtime.Error.
+func (s *sandbox) classify(ctx context.Context, err error, what string) error {
+	var exit *sys.ExitError
+	isExit := errors.As(err, &exit)
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded) || (isExit && exit.ExitCode() == sys.ExitCodeDeadlineExceeded):
+		return &runtime.Error{Kind: runtime.TimedOut, Message: fmt.Sprintf("%s passed its deadline", what), Err: context.DeadlineExceeded}
+	case errors.Is(ctx.Err(), context.Canceled) || (isExit && exit.ExitCode() == sys.ExitCodeContextCanceled):
+		return &runtime.Error{Kind: runtime.Crashed, Message: fmt.Sprintf("%s was canceled", what), Err: context.Canceled}
+	}
+	tail := crashMessage(s.stderr.tail)
+	if s.mem.outOfMemory() || bytesContains(s.stderr.tail, "out of memory") {
+		msg := fmt.Sprintf("%s ran out of memory: it reached its cap of %d MB", what, s.t.limit>>20)
+		if tail != "" {
+			msg += " (" + tail + ")"
+		}
+		return &runtime.Error{Kind: runtime.OutOfMemory, Message: msg}
+	}
+	var msg string
+	if isExit {
+		msg = fmt.Sprintf("%s exited with code %d", what, exit.ExitCode())
+	} else {
+		msg = fmt.Sprintf("%s trapped: %s", what, firstLine(err.Error()))
+	}
+	if tail != "" {
+		msg += ": " + tail
+	}
+	return &runtime.Error{Kind: runtime.Crashed, Message: msg, Err: err}
+}
+
+// reactor is a warm instance of a wasm (ABI v1) function.
+type reactor struct {
+	sandbox
+	mod    api.Module
+	handle api.Function
+	stack  [1]uint64
+	x      exchange
+	view   reqView
+	busy   atomic.Bool
+	closed atomic.Bool
+}
+
+var _ runtime.Instance = (*reactor)(nil)
+
+func (t *template) newReactor(ctx context.Context) (*reactor, error) {
+	in := &reactor{}
+	in.init(t)
+	in.x.maxResp = t.rt.cfg.MaxResponseBytes
+	in.ctx = ctx
+	defer func() { in.ctx = nil }()
+	cctx := &callCtx{Context: experimental.WithMemoryAllocator(ctx, &in.mem), x: &in.x}
+	mod, err := t.rt.rt.InstantiateModule(cctx, t.compiled, in.config(true))
+	if err != nil {
+		in.mem = memoryCap{}
+		return nil, in.startError(ctx, err, "instantiating the module")
+	}
+	in.mod = mod
+	if t.hasInit {
+		if _, err := mod.ExportedFunction("_initialize").Call(cctx); err != nil {
+			_ = mod.Close(context.Background())
+			return nil, in.startError(ctx, err, "_initialize")
+		}
+	}
+	if t.hasNimbusInit {
+		res, err := mod.ExportedFunction("nimbus_init").Call(cctx)
+		if err == nil && len(res) == 1 && api.DecodeI32(res[0]) != 0 {
+			err = fmt.Errorf("nimbus_init returned %d", api.DecodeI32(res[0]))
+		}
+		if err != nil {
+			_ = mod.Close(context.Background())
+			return nil, in.startError(ctx, err, "nimbus_init")
+		}
+	}
+	in.stdout.flush()
+	in.stderr.flush()
+	in.handle = mod.ExportedFunction("nimbus_handle")
+	return in, nil
+}
+
+func (in *reactor) startError(ctx context.Context, err error, step string) error {
+	in.stdout.flush()
+	in.stderr.flush()
+	var re *runtime.Error
+	if errors.As(in.classify(ctx, err, step), &re) {
+		if re.Kind == runtime.OutOfMemory {
+			return re
+		}
+		return &runtime.Error{Kind: runtime.StartFailed, Message: fmt.Sprintf("starting %s v%d: %s", in.t.spec.Function, in.t.spec.Version, re.Message), Err: err}
+	}
+	return &runtime.Error{Kind: runtime.StartFailed, Message: "starting " + in.t.spec.Function, Err: err}
+}
+
+// Invoke serves one request. The response is buffered and written to w only
+// when nimbus_handle returns 0.
+func (in *reactor) Invoke(ctx context.Context, req *runtime.Request, w http.ResponseWriter) error {
+	if in.closed.Load() {
+		return &runtime.Error{Kind: runtime.Crashed, Message: "instance is closed", Err: errClosed}
+	}
+	if !in.busy.CompareAndSwap(false, true) {
+		return &runtime.Error{Kind: runtime.Crashed, Message: "instance is already serving an invocation", Err: errors.New("wasm: concurrent Invoke")}
+	}
+	defer in.busy.Store(false)
+	if _, ok := ctx.Deadline(); !ok && in.t.spec.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, in.t.spec.Timeout)
+		defer cancel()
+	}
+	in.setRequest(req)
+	in.id = req.InvocationID
+	in.ctx = ctx
+	in.stderr.resetTail()
+	err := in.handle.CallWithStack(&callCtx{Context: ctx, x: &in.x}, in.stack[:])
+	in.stdout.flush()
+	in.stderr.flush()
+	in.ctx = nil
+	in.id = ""
+	defer in.x.release()
+	if err != nil {
+		return in.classify(ctx, err, "function")
+	}
+	if rc := api.DecodeI32(in.stack[0]); rc != 0 {
+		msg := "function's nimbus_handle returned " + strconv.Itoa(int(rc))
+		if tail := crashMessage(in.stderr.tail); tail != "" {
+			msg += ": " + tail
+		}
+		return runtime.Errorf(runtime.Crashed, "%s", msg)
+	}
+	if in.x.tooLarge {
+		return runtime.Errorf(runtime.BadResponse, "response body is over the limit of %d bytes", in.x.maxResp)
+	}
+	in.writeResponse(req, w)
+	return nil
+}
+
+func (in *reactor) setRequest(req *runtime.Request) {
+	v := &in.view
+	*v = reqView{
+		method:        req.Method,
+		path:          req.Path,
+		query:         req.RawQuery,
+		authority:     req.Host,
+		remoteAddr:    req.RemoteAddr,
+		invocationID:  req.InvocationID,
+		header:        req.Header,
+		body:          req.Body,
+		contentLength: req.ContentLength,
+	}
+	if v.path == "" {
+		v.path = "/"
+	}
+	if req.Body == nil {
+		v.contentLength = 0
+	}
+	in.x.reset(v)
+}
+
+func (in *reactor) writeResponse(req *runtime.Request, w http.ResponseWriter) {
+	h := w.Header()
+	if len(in.x.respHdr) > 0 {
+		addHeaders(h, string(in.x.respHdr)) // one allocation for every name and value
+	}
+	writeBody(w, req.Method, in.x.status, in.x.body)
+}
+
+// addHeaders adds an encoded (already validated) header list held in s to h.
+func addHeaders(h http.Header, s string) {
+	count := int(le32s(s))
+	s = s[4:]
+	for range count {
+		nl, vl := int(le32s(s)), int(le32s(s[4:]))
+		s = s[8:]
+		name := http.CanonicalHeaderKey(s[:nl])
+		h[name] = append(h[name], s[nl:nl+vl])
+		s = s[nl+vl:]
+	}
+}
+
+func le32s(s string) uint32 {
+	_ = s[3]
+	return uint32(s[0]) | uint32(s[1])<<8 | uint32(s[2])<<16 | uint32(s[3])<<24
+}
+
+// writeBody writes status and body, with a Content-Length that matches the body.
+func writeBody(w http.ResponseWriter, method string, status int, body []byte) {
+	h := w.Header()
+	h.Del("Transfer-Encoding")
+	noBody := status < 200 || status == http.StatusNoContent || status == http.StatusNotModified
+	if noBody {
+		h.Del("Content-Length")
+	} else if method != http.MethodHead || len(body) > 0 || h.Get("Content-Length") == "" {
+		h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	}
+	w.WriteHeader(status)
+	if !noBody && method != http.MethodHead && len(body) > 0 {
+		_, _ = w.Write(body)
+	}
+}
+
+// Close frees the instance. It is safe to call more than once.
+func (in *reactor) Close() error {
+	if in.closed.Swap(true) {
+		return nil
+	}
+	// Safe while an invocation runs (deleting a function mid-call): wazero
+	// stops the guest at its next check and the call fails.
+	err := in.mod.Close(context.Background())
+	in.t.release()
+	if err != nil {
+		return fmt.Errorf("wasm: closing instance of %s: %w", in.t.spec.Function, err)
+	}
+	return nil
+}
+
+func firstLine(s string) string {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\n' {
+			return s[:i]
+		}
+	}
+	return s
+}
+
+func bytesContains(b []byte, s string) bool { return bytes.Contains(b, []byte(s)) }

@@ -1,0 +1,3 @@
+module github.com/nimbusfn/nimbus/sdk/go
+
+go 1.26

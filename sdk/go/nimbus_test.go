@@ -1,0 +1,109 @@
+//go:build !wasip1
+
+package nimbus
+
+import (
+	"context"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"reflect"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestHeaderListRoundTrip(t *testing.T) {
+	in := http.Header{
+		"Content-Type": {"text/plain"},
+		"X-Many":       {"a", "b", ""},
+		"X-Empty":      {""},
+	}
+	b := appendHeaderList(nil, in)
+	out := http.Header{}
+	if err := parseHeaderList(b, out); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(in, out) {
+		t.Fatalf("got %v, want %v", out, in)
+	}
+	empty := appendHeaderList(nil, nil)
+	if string(empty) != "\x00\x00\x00\x00" {
+		t.Fatalf("empty list encodes as %q", empty)
+	}
+}
+
+func TestHeaderListRejectsMalformed(t *testing.T) {
+	good := appendHeaderList(nil, http.Header{"A": {"b"}})
+	for name, b := range map[string][]byte{
+		"short":         good[:3],
+		"truncated":     good[:len(good)-1],
+		"trailing":      append(append([]byte{}, good...), 'x'),
+		"count too big": append([]byte{2, 0, 0, 0}, good[4:]...),
+		"huge length":   {1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0},
+	} {
+		if err := parseHeaderList(b, http.Header{}); err == nil {
+			t.Errorf("%s: accepted %q", name, b)
+		}
+	}
+}
+
+func TestSourceEmbedsSDK(t *testing.T) {
+	for _, name := range []string{"go.mod", "doc.go", "abi_wasip1.go", "handle_wasip1.go", "handle_other.go", "headers.go"} {
+		if _, err := fs.Stat(Source, name); err != nil {
+			t.Errorf("Source lacks %s: %v", name, err)
+		}
+	}
+	mod, _ := fs.ReadFile(Source, "go.mod")
+	if !strings.Contains(string(mod), "module github.com/nimbusfn/nimbus/sdk/go") {
+		t.Errorf("embedded go.mod: %s", mod)
+	}
+}
+
+func TestHandleServesHTTP(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	t.Setenv("NIMBUS_ADDR", addr)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Handle(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "hi "+r.URL.Query().Get("name")+" "+InvocationID(r))
+		}))
+	}()
+	var body []byte
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		req, _ := http.NewRequestWithContext(context.Background(), "GET", "http://"+addr+"/?name=Ada", nil)
+		req.Header.Set(InvocationIDHeader, "inv-1")
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			body, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if string(body) != "hi Ada inv-1" {
+		t.Fatalf("got %q", body)
+	}
+	// SIGTERM stops the server and Handle returns.
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Handle did not return after SIGTERM")
+	}
+}
