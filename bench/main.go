@@ -80,3 +80,5 @@ func startNimbus(mutate ...func(*server.Config)) (*server.Server, func(), error)
 		_ = os.RemoveAll(dir)
 	}, nil
 }
+
+func runtimeGC() { runtime.GC() }
