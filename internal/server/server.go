@@ -16,7 +16,10 @@ import (
 	"time"
 
 	"github.com/nimbusfn/nimbus/internal/api"
+	"github.com/nimbusfn/nimbus/internal/async"
 	"github.com/nimbusfn/nimbus/internal/baas/auth"
+	"github.com/nimbusfn/nimbus/internal/baas/kv"
+	"github.com/nimbusfn/nimbus/internal/baas/objects"
 	"github.com/nimbusfn/nimbus/internal/bus"
 	"github.com/nimbusfn/nimbus/internal/gateway"
 	"github.com/nimbusfn/nimbus/internal/invoke"
@@ -28,6 +31,7 @@ import (
 	"github.com/nimbusfn/nimbus/internal/runtime/wasm"
 	"github.com/nimbusfn/nimbus/internal/telemetry"
 	"github.com/nimbusfn/nimbus/internal/tenant"
+	"github.com/nimbusfn/nimbus/internal/triggers"
 )
 
 // Version is the Nimbus release.
@@ -77,6 +81,11 @@ type Server struct {
 	Meter     *metering.Meter
 	Quotas    *metering.Quotas
 	Tracer    *telemetry.Tracer
+	KV        *kv.Service
+	Objects   *objects.Service
+	s3Addr    string
+	Async     *async.Service
+	Triggers  *triggers.Service
 	publisher *metering.Publisher
 	Auth      *auth.Service
 	wasm      *wasm.Runtime
@@ -201,6 +210,12 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		Version: Version, Node: s.cfg.Node, Runtimes: names, Logger: s.cfg.Logger,
 	}).Routes(s.mux)
 	s.observeRoutes(s.mux)
+	if err := s.startStorage(ctx, s.mux); err != nil {
+		return err
+	}
+	if err := s.startEvents(ctx, s.mux); err != nil {
+		return err
+	}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	s.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !s.ready.Load() {
@@ -211,7 +226,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	})
 
 	s.http = &http.Server{
-		Handler:           s.protectAPI(s.mux),
+		Handler:           s.protectAPI(s.protectEvents(s.mux)),
 		ReadHeaderTimeout: 10 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn),
