@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -256,18 +257,42 @@ func BuildGo(ctx context.Context, dir string, progress io.Writer) ([]byte, error
 		return nil, err
 	}
 	mode := "command"
+	var extra []string
 	if src.reactor {
 		mode = "reactor"
+		extra = []string{"-buildmode=c-shared"}
 	}
-	key, err := sourceHash(mode, src.hashIn)
+	return goBuild(ctx, abs, dir, mode, src.hashIn, []string{"GOOS=wasip1", "GOARCH=wasm"}, extra, progress)
+}
+
+// BuildNative builds the Go program in dir for this machine (linux, static),
+// for the process and lambda runtimes: an HTTP server on $PORT, or an AWS
+// Lambda bootstrap. Builds are cached like BuildGo's.
+func BuildNative(ctx context.Context, dir string, progress io.Writer) ([]byte, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("Go program %s: %w", dir, err)
+	}
+	src, err := inspectGo(abs)
+	if err != nil {
+		return nil, err
+	}
+	return goBuild(ctx, abs, dir, "native-"+goruntime.GOOS+"-"+goruntime.GOARCH, src.hashIn,
+		[]string{"GOOS=" + goruntime.GOOS, "GOARCH=" + goruntime.GOARCH}, nil, progress)
+}
+
+// goBuild runs go build in abs with env and extra flags, cached by mode and
+// the hash of hashIn.
+func goBuild(ctx context.Context, abs, dir, mode string, hashIn []string, env, extra []string, progress io.Writer) ([]byte, error) {
+	key, err := sourceHash(mode, hashIn)
 	if err != nil {
 		return nil, err
 	}
 	cacheDir, cacheErr := buildCacheDir()
 	cached := ""
 	if cacheErr == nil {
-		cached = filepath.Join(cacheDir, key+".wasm")
-		if data, err := os.ReadFile(cached); err == nil && isWasm(data) {
+		cached = filepath.Join(cacheDir, key+".bin")
+		if data, err := os.ReadFile(cached); err == nil && len(data) > 0 {
 			return data, nil
 		}
 	}
@@ -277,28 +302,25 @@ func BuildGo(ctx context.Context, dir string, progress io.Writer) ([]byte, error
 		return nil, fmt.Errorf("building %s: %w", dir, err)
 	}
 	defer os.RemoveAll(tmp)
-	out := filepath.Join(tmp, "fn.wasm")
-	args := []string{"build", "-trimpath", "-o", out}
-	if src.reactor {
-		args = append(args, "-buildmode=c-shared")
-	}
+	out := filepath.Join(tmp, "fn.out")
+	args := append([]string{"build", "-trimpath", "-o", out}, extra...)
 	args = append(args, ".")
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = abs
-	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
+	cmd.Env = append(append(os.Environ(), env...), "CGO_ENABLED=0")
 	var stderr bytes.Buffer
 	cmd.Stdout = &stderr
 	cmd.Stderr = &stderr
 
-	stop := startSpinner(progress, "building "+dir+" ("+mode+" module)")
+	stop := startSpinner(progress, "building "+dir+" ("+mode+")")
 	err = cmd.Run()
 	stop()
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("building %s: %w", dir, ctx.Err())
 		}
-		return nil, fmt.Errorf("building %s with GOOS=wasip1 GOARCH=wasm go %s failed: %w\n%s",
-			dir, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+		return nil, fmt.Errorf("building %s with %s go %s failed: %w\n%s",
+			dir, strings.Join(env, " "), strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	data, err := os.ReadFile(out)
 	if err != nil {

@@ -308,6 +308,14 @@ func packageCode(ctx context.Context, p, runtime string, progress io.Writer) ([]
 			}
 			return data, orDefault(runtime, "lambda"), nil
 		}
+		if runtime == "lambda" || runtime == "process" {
+			// A Go program for a process runtime: build it for this machine.
+			data, err := BuildNative(ctx, p, progress)
+			if err != nil {
+				return nil, "", err
+			}
+			return data, runtime, nil
+		}
 		data, err := BuildGo(ctx, p, progress)
 		if err != nil {
 			return nil, "", err

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nimbusfn/nimbus/internal/server"
+	"github.com/nimbusfn/nimbus/internal/stack"
 )
 
 func init() { register(newDevCmd) }
@@ -50,8 +51,21 @@ of each. Ctrl-C stops it; the functions stay deployed for the next start.`,
 				if !isTerminal(app.Stderr) {
 					progress = nil
 				}
-				if err := app.deployStack(ctx, stackFile, nil, progress); err != nil {
+				st, err := stack.Load(stackFile)
+				if err != nil {
 					return err
+				}
+				// One function failing to build or deploy (a missing
+				// interpreter, say) must not keep the others from running.
+				failed := 0
+				for _, name := range st.Names() {
+					if err := app.deployStack(ctx, stackFile, []string{name}, progress); err != nil {
+						failed++
+						fmt.Fprintf(app.Stderr, "could not deploy %s: %v\n", name, err)
+					}
+				}
+				if failed > 0 {
+					fmt.Fprintf(app.Stdout, "%d function(s) could not be deployed; see above\n", failed)
 				}
 				fmt.Fprintf(app.Stdout, "\nready: try  curl '%s/fn/hello?name=Ada'\n", s.URL())
 				fmt.Fprintf(app.Stdout, "API key for other machines: %s\n", filepath.Join(s.DataDir(), "admin.key"))

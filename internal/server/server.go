@@ -26,6 +26,7 @@ import (
 	"github.com/nimbusfn/nimbus/internal/metering"
 	"github.com/nimbusfn/nimbus/internal/registry"
 	"github.com/nimbusfn/nimbus/internal/runtime"
+	"github.com/nimbusfn/nimbus/internal/runtime/lambda"
 	"github.com/nimbusfn/nimbus/internal/runtime/process"
 	"github.com/nimbusfn/nimbus/internal/runtime/sandbox"
 	"github.com/nimbusfn/nimbus/internal/runtime/wasm"
@@ -64,7 +65,12 @@ type Config struct {
 	TracingEndpoint string
 	// LogRetention keeps function logs this long (default 7 days).
 	LogRetention time.Duration
-	Logger       *slog.Logger
+	// NoMetering drops invocation records instead of publishing them as usage
+	// and counting them in /metrics (quotas still apply). It exists to
+	// measure what metering costs (go run ./bench -suite overhead); a server
+	// that bills must leave it off.
+	NoMetering bool
+	Logger     *slog.Logger
 }
 
 // Server is a running Nimbus.
@@ -254,6 +260,11 @@ func (s *Server) runtimes(ctx context.Context) (map[string]runtime.Runtime, []st
 	names := []string{runtime.Wasm, runtime.WasmCGI}
 	rts[runtime.Process] = process.New(process.Config{CacheDir: filepath.Join(s.cfg.CacheDir, "process"), Logger: s.cfg.Logger})
 	names = append(names, runtime.Process)
+	lam := lambda.New(lambda.Config{CacheDir: filepath.Join(s.cfg.CacheDir, "lambda"), Logger: s.cfg.Logger})
+	for _, n := range []string{runtime.Lambda, runtime.Python3, runtime.NodeJS} {
+		rts[n] = lam
+		names = append(names, n)
+	}
 	s.log.Info("process isolation", "report", sandbox.Probe().String())
 	return rts, names, nil
 }
