@@ -421,6 +421,12 @@ func (a *API) setAlias(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) deleteAlias(w http.ResponseWriter, r *http.Request) {
 	name, alias := r.PathValue("name"), r.PathValue("alias")
+	// A function the tenant does not have is 404 before any rule about
+	// its aliases (the answer must not depend on another tenant's names).
+	if _, err := a.cfg.Registry.Function(a.cfg.TenantOf(r), name); err != nil {
+		apierr.Write(w, regErr(name, err))
+		return
+	}
 	err := a.cfg.Registry.DeleteAlias(r.Context(), a.cfg.TenantOf(r), name, alias)
 	if err != nil {
 		if errors.Is(err, registry.ErrNotFound) {

@@ -1,6 +1,7 @@
 package async
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -49,6 +50,12 @@ func (s *Service) Routes(mux *http.ServeMux, tenantOf func(*http.Request) string
 			apierr.Write(w, apierr.New(apierr.Unavailable, "%v", err))
 			return
 		}
+		if len(dls) == 0 {
+			if err := s.knownFunction(r.Context(), tenantOf(r), name); err != nil {
+				apierr.Write(w, err)
+				return
+			}
+		}
 		for i := range dls {
 			dls[i].Job.Header = redact(dls[i].Job.Header)
 		}
@@ -73,6 +80,10 @@ func (s *Service) Routes(mux *http.ServeMux, tenantOf func(*http.Request) string
 				return
 			}
 		}
+		if err := s.knownFunction(r.Context(), tenantOf(r), name); err != nil {
+			apierr.Write(w, err)
+			return
+		}
 		n, err := s.Replay(r.Context(), tenantOf(r), name, in.IDs)
 		if err != nil {
 			apierr.Write(w, err)
@@ -85,6 +96,10 @@ func (s *Service) Routes(mux *http.ServeMux, tenantOf func(*http.Request) string
 		if !ok {
 			return
 		}
+		if err := s.knownFunction(r.Context(), tenantOf(r), name); err != nil {
+			apierr.Write(w, err)
+			return
+		}
 		n, err := s.Purge(r.Context(), tenantOf(r), name)
 		if err != nil {
 			apierr.Write(w, apierr.New(apierr.Unavailable, "%v", err))
@@ -92,6 +107,21 @@ func (s *Service) Routes(mux *http.ServeMux, tenantOf func(*http.Request) string
 		}
 		writeJSON(w, http.StatusOK, map[string]int{"purged": n})
 	})
+}
+
+// knownFunction is nil when tenant has function name, or still holds dead
+// letters of it (a deleted function's dead letters stay reachable); else it
+// is the function_not_found error, the same whether another tenant has a
+// function of that name or not.
+func (s *Service) knownFunction(ctx context.Context, tenant, name string) error {
+	_, err := s.cfg.Invoker.Resolve(Target{Tenant: tenant, Function: name})
+	if err == nil {
+		return nil
+	}
+	if dls, lerr := s.List(ctx, tenant, name); lerr == nil && len(dls) > 0 {
+		return nil
+	}
+	return err
 }
 
 func fnName(w http.ResponseWriter, r *http.Request) (string, bool) {

@@ -40,6 +40,9 @@ func (s *Server) startMetering(ctx context.Context) error {
 
 // recorders are the invoker's record sinks.
 func (s *Server) recorders() []invoke.Recorder {
+	if s.cfg.NoMetering {
+		return nil
+	}
 	return []invoke.Recorder{s.publisher, s.Metrics}
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/nimbusfn/nimbus/internal/baas/objects"
 	"github.com/nimbusfn/nimbus/internal/bus"
 	"github.com/nimbusfn/nimbus/internal/gateway"
+	"github.com/nimbusfn/nimbus/internal/hostapi"
 	"github.com/nimbusfn/nimbus/internal/invoke"
 	"github.com/nimbusfn/nimbus/internal/metering"
 	"github.com/nimbusfn/nimbus/internal/registry"
@@ -91,6 +92,7 @@ type Server struct {
 	Objects   *objects.Service
 	s3Addr    string
 	Async     *async.Service
+	hostAPI   atomic.Pointer[hostapi.Factory]
 	Triggers  *triggers.Service
 	publisher *metering.Publisher
 	Auth      *auth.Service
@@ -197,10 +199,13 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.Invoker = invoke.New(invoke.Config{
 		Registry: s.Registry, Runtimes: runtimes, Logs: s.Logs, Node: s.cfg.Node, Logger: s.cfg.Logger,
 		Env: s.secretEnv, Recorders: s.recorders(), Admitter: s.Quotas,
+		Host: func(v *registry.Version) any {
+			if f := s.hostAPI.Load(); f != nil {
+				return f.For(v)
+			}
+			return nil
+		},
 	})
-	if err := s.Invoker.Start(ctx); err != nil {
-		return err
-	}
 	s.onStop(s.Invoker.Stop)
 
 	s.mux = http.NewServeMux()
@@ -220,6 +225,12 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return err
 	}
 	if err := s.startEvents(ctx, s.mux); err != nil {
+		return err
+	}
+	s.startHostAPI()
+	// Pools start (and warm scale.min instances) only now, so that every
+	// instance gets the host API.
+	if err := s.Invoker.Start(ctx); err != nil {
 		return err
 	}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nimbusfn/nimbus/internal/apierr"
+	"github.com/nimbusfn/nimbus/internal/invoke"
 	"github.com/nimbusfn/nimbus/internal/registry"
 )
 
@@ -33,6 +34,14 @@ func (s *Service) Routes(mux *http.ServeMux, tenantOf func(*http.Request) string
 		if err != nil {
 			apierr.Write(w, err)
 			return
+		}
+		if len(ts) == 0 {
+			// No triggers and no such function: 404, as for any other
+			// function the caller's tenant does not have.
+			if _, err := s.cfg.Invoker.Resolve(invoke.Target{Tenant: tenantOf(r), Function: fn}); err != nil {
+				apierr.Write(w, err)
+				return
+			}
 		}
 		out := make([]*Trigger, len(ts))
 		for i, t := range ts {

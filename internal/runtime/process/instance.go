@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nimbusfn/nimbus/internal/hostapi"
 	"github.com/nimbusfn/nimbus/internal/runtime"
 	"github.com/nimbusfn/nimbus/internal/runtime/sandbox"
 )
@@ -26,6 +27,7 @@ type Instance struct {
 	addr   string // host:port
 	base   string // "http://host:port"
 	client *http.Transport
+	hostEP *hostapi.Endpoint // the instance's host API endpoint, or nil
 
 	closeOnce sync.Once
 	closeErr  error
@@ -43,7 +45,16 @@ func (t *Template) NewInstance(ctx context.Context) (runtime.Instance, error) {
 	if err != nil {
 		return nil, &runtime.Error{Kind: runtime.StartFailed, Message: "process: make output pipes", Err: err}
 	}
-	env := append(append(make([]string, 0, len(t.env)+1), t.env...), "PORT="+strconv.Itoa(port))
+	env := append(append(make([]string, 0, len(t.env)+3), t.env...), "PORT="+strconv.Itoa(port))
+	// The host API, when offered, is a local endpoint of this instance alone.
+	var hostEP *hostapi.Endpoint
+	if h, ok := t.spec.Host.(*hostapi.Host); ok && h != nil {
+		if hostEP, err = hostapi.Listen(h); err != nil {
+			lg.closeReaders()
+			return nil, &runtime.Error{Kind: runtime.StartFailed, Message: "process: host API endpoint", Err: err}
+		}
+		env = append(env, hostEP.Env()...)
+	}
 	proc, err := sandbox.Start(ctx, sandbox.Config{
 		Args:     t.args,
 		Dir:      t.dir,
@@ -57,6 +68,9 @@ func (t *Template) NewInstance(ctx context.Context) (runtime.Instance, error) {
 	werr.Close()
 	if err != nil {
 		lg.closeReaders()
+		if hostEP != nil {
+			_ = hostEP.Close()
+		}
 		return nil, &runtime.Error{Kind: runtime.StartFailed, Message: fmt.Sprintf("process: start %q", strings.Join(t.args, " ")), Err: err}
 	}
 	lg.start()
@@ -64,11 +78,12 @@ func (t *Template) NewInstance(ctx context.Context) (runtime.Instance, error) {
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	dialer := &net.Dialer{}
 	in := &Instance{
-		t:    t,
-		proc: proc,
-		logs: lg,
-		addr: addr,
-		base: "http://" + addr,
+		t:      t,
+		proc:   proc,
+		logs:   lg,
+		hostEP: hostEP,
+		addr:   addr,
+		base:   "http://" + addr,
 		client: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 				return dialer.DialContext(ctx, "tcp", addr)
@@ -384,6 +399,9 @@ func (in *Instance) Close() error {
 		in.drainLogs()
 		in.logs.closeReaders()
 		in.logs.wg.Wait()
+		if in.hostEP != nil {
+			_ = in.hostEP.Close()
+		}
 	})
 	return in.closeErr
 }

@@ -1,0 +1,217 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nimbusfn/nimbus/internal/server"
+)
+
+func init() {
+	addSuite("overhead", "Cost of auth, metering and tracing on the warm path", overheadSuite)
+}
+
+// otlpSink is an in-process OTLP/HTTP receiver that reads and counts what
+// it is sent, so tracing pays for a real export.
+type otlpSink struct {
+	srv      *http.Server
+	url      string
+	requests atomic.Int64
+	bytes    atomic.Int64
+}
+
+func newOTLPSink() (*otlpSink, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	s := &otlpSink{url: "http://" + ln.Addr().String()}
+	s.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		s.requests.Add(1)
+		s.bytes.Add(n)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte("{}"))
+	})}
+	go s.srv.Serve(ln)
+	return s, nil
+}
+
+// createInvokeKey issues an invoke-scoped key of the default tenant (the
+// bench talks to the server over loopback, which acts as admin).
+func createInvokeKey(base string) (string, error) {
+	resp, err := http.Post(base+"/api/v1/keys", "application/json", bytes.NewReader([]byte(`{"scopes":["invoke"],"name":"bench"}`)))
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var k struct{ Key string }
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusCreated || json.Unmarshal(b, &k) != nil || k.Key == "" {
+		return "", fmt.Errorf("creating a key: %d %s", resp.StatusCode, b)
+	}
+	return k.Key, nil
+}
+
+// loadWith is load with a header on every request.
+func loadWith(url string, header http.Header, c int, d time.Duration) result {
+	cl := client(c)
+	defer cl.CloseIdleConnections()
+	get := func() (*http.Response, error) {
+		req, err := http.NewRequest(http.MethodGet, url, nil)
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range header {
+			req.Header[k] = v
+		}
+		return cl.Do(req)
+	}
+	for i := 0; i < c; i++ {
+		if resp, err := get(); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	var stop atomic.Bool
+	var mu sync.Mutex
+	var all []time.Duration
+	var errs atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := 0; i < c; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lat := make([]time.Duration, 0, 1<<16)
+			for !stop.Load() {
+				t0 := time.Now()
+				resp, err := get()
+				if err != nil {
+					errs.Add(1)
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					errs.Add(1)
+					continue
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			mu.Lock()
+			all = append(all, lat...)
+			mu.Unlock()
+		}()
+	}
+	time.Sleep(d)
+	stop.Store(true)
+	wg.Wait()
+	el := time.Since(start)
+	slices.Sort(all)
+	return result{requests: len(all), errors: int(errs.Load()), elapsed: el, lat: all}
+}
+
+// overheadVariant is one server configuration of the overhead suite.
+type overheadVariant struct {
+	name                 string
+	auth, meter, tracing bool
+	url                  string
+	header               http.Header
+	res                  result
+}
+
+// overheadSuite runs the same warm load against servers in one run: one with
+// everything on (function auth "key" and a key on every request, metering,
+// tracing exported to an in-process OTLP receiver), one bare (auth public,
+// metering off with Config.NoMetering, no tracing), and one with each part
+// alone to show where the cost is.
+func overheadSuite() error {
+	code, err := buildExample("hello", true)
+	if err != nil {
+		return err
+	}
+	sink, err := newOTLPSink()
+	if err != nil {
+		return err
+	}
+	defer sink.srv.Close()
+
+	vs := []*overheadVariant{
+		{name: "bare: auth public, metering off, no tracing"},
+		{name: "auth only: auth key, a key on every request", auth: true},
+		{name: "metering only", meter: true},
+		{name: "tracing only: spans exported over OTLP/HTTP", tracing: true},
+		{name: "full: auth key, metering, tracing", auth: true, meter: true, tracing: true},
+	}
+	for _, v := range vs {
+		s, stop, err := startNimbus(func(c *server.Config) {
+			c.NoMetering = !v.meter
+			if v.tracing {
+				c.TracingEndpoint = sink.url
+			}
+		})
+		if err != nil {
+			return err
+		}
+		defer stop()
+		fc := map[string]any{"scale": map[string]any{"min": *conns}}
+		if v.auth {
+			fc["auth"] = "key"
+		}
+		if err := deploy(s.URL(), "hello", code, fc); err != nil {
+			return err
+		}
+		v.url = s.URL() + "/fn/hello?name=bench"
+		if v.auth {
+			key, err := createInvokeKey(s.URL())
+			if err != nil {
+				return err
+			}
+			v.header = http.Header{"Authorization": {"Bearer " + key}}
+			// The keyed function refuses a call without its key.
+			if r := loadWith(v.url, nil, 1, 50*time.Millisecond); r.requests != 0 {
+				return fmt.Errorf("the auth: key function answered %d calls without a key", r.requests)
+			}
+		}
+	}
+	// Interleave rounds of about a second each, so that the machine's noise
+	// (and background work one server leaves behind) falls on every variant.
+	rounds := max(2, int(*duration/time.Second))
+	for i := 0; i < rounds; i++ {
+		for _, v := range vs {
+			v.res = merge(v.res, loadWith(v.url, v.header, *conns, *duration/time.Duration(rounds)))
+		}
+	}
+	// Let the tracer flush, so the export counts show it ran.
+	deadline := time.Now().Add(5 * time.Second)
+	for sink.requests.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	bare, full := vs[0].res, vs[len(vs)-1].res
+	fmt.Printf("%d connections, %s per server in %d interleaved rounds, keep-alive, loopback; hello (Go wasm) with scale.min = %d.\n\n", *conns, *duration, rounds, *conns)
+	fmt.Println("| server | req/s | vs bare | p50 | p99 | errors |")
+	fmt.Println("| --- | --- | --- | --- | --- | --- |")
+	for _, v := range vs {
+		r := v.res
+		fmt.Printf("| %s | %.0f | %.3f | %s | %s | %d |\n", v.name, r.rps(), r.rps()/bare.rps(), us(r.pct(.5)), us(r.pct(.99)), r.errors)
+	}
+	ratio := full.rps() / bare.rps()
+	verdict := "within"
+	if ratio < 0.9 {
+		verdict = "OVER"
+	}
+	fmt.Printf("\n**ratio** full/bare throughput = **%.3f** (auth + metering + tracing cost %.1f%% of throughput, %s the 10%% budget); added p50 = %s, p99 = %s\n",
+		ratio, (1-ratio)*100, verdict, us(full.pct(.5)-bare.pct(.5)), us(full.pct(.99)-bare.pct(.99)))
+	fmt.Printf("\nOTLP receiver: %d export requests, %d KB.\n", sink.requests.Load(), sink.bytes.Load()/1024)
+	return nil
+}

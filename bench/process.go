@@ -1,0 +1,152 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+func init() {
+	addSuite("process", "Process runtimes: warm proxy overhead and Lambda cold start vs bare process", processSuite)
+}
+
+// buildNative builds examples/NAME for this machine.
+func buildNative(name string) ([]byte, string, error) {
+	dir, _ := os.MkdirTemp("", "nimbus-bench-native-")
+	out := filepath.Join(dir, name)
+	cmd := exec.Command("go", "build", "-trimpath", "-o", out, ".")
+	cmd.Dir = filepath.Join("examples", name)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return nil, "", fmt.Errorf("build %s: %v\n%s", name, err, b)
+	}
+	data, err := os.ReadFile(out)
+	return data, out, err
+}
+
+func freePort() int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// bareStart starts bin with PORT set and returns the time until it answered
+// its first request.
+func bareStart(bin string) (time.Duration, error) {
+	port := freePort()
+	t0 := time.Now()
+	cmd := exec.Command(bin)
+	cmd.Env = []string{"PORT=" + strconv.Itoa(port)}
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	for wait := 50 * time.Microsecond; time.Since(t0) < 10*time.Second; wait = min(wait*2, 2*time.Millisecond) {
+		resp, err := http.Get(url)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			return time.Since(t0), nil
+		}
+		time.Sleep(wait)
+	}
+	return 0, fmt.Errorf("%s did not answer", bin)
+}
+
+func processSuite() error {
+	web, webBin, err := buildNative("webserver")
+	if err != nil {
+		return err
+	}
+	lam, _, err := buildNative("lambda-go")
+	if err != nil {
+		return err
+	}
+	s, stop, err := startNimbus()
+	if err != nil {
+		return err
+	}
+	defer stop()
+	if err := deploy(s.URL(), "web", web, map[string]any{"runtime": "process", "concurrency": 64, "scale": map[string]any{"min": 1}}); err != nil {
+		return err
+	}
+	// Direct baseline: the same server binary, started by hand.
+	port := freePort()
+	cmd := exec.Command(webBin)
+	cmd.Env = []string{"PORT=" + strconv.Itoa(port)}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	direct := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	if _, err := bareWait(direct); err != nil {
+		return err
+	}
+	var d, n result
+	for i := 0; i < 2; i++ {
+		d = merge(d, load(direct, *conns, *duration/2))
+		n = merge(n, load(s.URL()+"/fn/web/", *conns, *duration/2))
+	}
+	fmt.Printf("Warm: the examples/webserver binary called directly vs through /fn/ (process runtime, sandboxed), %d connections.\n\n", *conns)
+	fmt.Println("| target | req/s | p50 | p99 |")
+	fmt.Println("| --- | --- | --- | --- |")
+	fmt.Printf("| direct | %.0f | %s | %s |\n", d.rps(), us(d.pct(.5)), us(d.pct(.99)))
+	fmt.Printf("| nimbus process runtime | %.0f | %s | %s |\n", n.rps(), us(n.pct(.5)), us(n.pct(.99)))
+	fmt.Printf("\n**ratio** %.2f of direct throughput; added p50 = %s\n\n", n.rps()/d.rps(), us(n.pct(.5)-d.pct(.5)))
+
+	// Cold: Lambda bootstrap through Nimbus vs bare process start-and-answer.
+	const samples = 15
+	var bare, cold []time.Duration
+	cl := client(1)
+	for i := 0; i < samples; i++ {
+		b, err := bareStart(webBin)
+		if err != nil {
+			return err
+		}
+		bare = append(bare, b)
+		name := fmt.Sprintf("lam-%02d", i)
+		if err := deploy(s.URL(), name, lam, map[string]any{"runtime": "lambda"}); err != nil {
+			return err
+		}
+		t0 := time.Now()
+		resp, err := cl.Get(s.URL() + "/fn/" + name)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("%s answered %d", name, resp.StatusCode)
+		}
+		cold = append(cold, time.Since(t0))
+	}
+	fmt.Printf("Cold: process start → first response, %d samples each.\n\n", samples)
+	fmt.Println("| start | p50 | p99 |")
+	fmt.Println("| --- | --- | --- |")
+	fmt.Printf("| bare Go HTTP server (exec + listen + answer) | %s | %s |\n", ms(pctOf(bare, .5)), ms(pctOf(bare, .99)))
+	fmt.Printf("| aws-lambda-go bootstrap via Nimbus (sandbox + Runtime API + HTTP) | %s | %s |\n", ms(pctOf(cold, .5)), ms(pctOf(cold, .99)))
+	fmt.Printf("\n**added by Nimbus at p50**: %s\n", ms(pctOf(cold, .5)-pctOf(bare, .5)))
+	return nil
+}
+
+func bareWait(url string) (time.Duration, error) {
+	t0 := time.Now()
+	for time.Since(t0) < 10*time.Second {
+		if resp, err := http.Get(url); err == nil {
+			resp.Body.Close()
+			return time.Since(t0), nil
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return 0, fmt.Errorf("%s did not answer", url)
+}
