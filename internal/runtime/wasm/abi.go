@@ -50,6 +50,8 @@ type exchange struct {
 	body        []byte
 	bodyStarted bool
 	tooLarge    bool
+
+	host *hostState // the host API (hostapi.go)
 }
 
 // reqView is the request as the ABI presents it.
@@ -308,7 +310,7 @@ func hostFuncs() []hostFunc {
 // instantiateHostModule adds the nimbus module to rt.
 func instantiateHostModule(ctx context.Context, rt wazero.Runtime) (api.Module, error) {
 	b := rt.NewHostModuleBuilder(HostModule)
-	for _, f := range hostFuncs() {
+	for _, f := range append(hostFuncs(), hostAPIFuncs()...) {
 		b = b.NewFunctionBuilder().WithGoModuleFunction(f.fn, f.params, f.results).WithName(f.name).Export(f.name)
 	}
 	return b.Instantiate(ctx)

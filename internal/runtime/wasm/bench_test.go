@@ -76,6 +76,33 @@ func BenchmarkColdInstance(b *testing.B) {
 	reportCPU(b, start)
 }
 
+// BenchmarkColdSnapshot measures a cold start of examples/hello from its
+// snapshot: instantiate, first request, close.
+func BenchmarkColdSnapshot(b *testing.B) {
+	r := newRuntime(b)
+	tpl := prepare(b, r, runtime.Spec{Function: "hello", Snapshot: true}, helloMod.get(b))
+	if !isSnapshot(tpl) {
+		b.Fatal("no snapshot")
+	}
+	req := request("GET", "/?name=Ada", nil)
+	w := &discard{h: http.Header{}}
+	ctx := context.Background()
+	b.ReportAllocs()
+	start := cpuTime()
+	for b.Loop() {
+		in, err := tpl.NewInstance(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		clear(w.h)
+		if err := in.Invoke(ctx, req, w); err != nil {
+			b.Fatal(err)
+		}
+		_ = in.Close()
+	}
+	reportCPU(b, start)
+}
+
 // BenchmarkColdTinyCGI measures a fresh instance of a tiny (non-Go) command
 // module per request, as wasm-cgi runs it.
 func BenchmarkColdTinyCGI(b *testing.B) {

@@ -72,7 +72,8 @@ func (c *cgiInstance) Invoke(ctx context.Context, req *runtime.Request, w http.R
 		return err
 	}
 	var sb sandbox
-	sb.init(t)
+	src, _, cfg0 := t.current()
+	sb.init(t, cfg0)
 	sb.id = req.InvocationID
 	sb.ctx = ctx
 	c.out.buf = c.out.buf[:0]
@@ -82,9 +83,15 @@ func (c *cgiInstance) Invoke(ctx context.Context, req *runtime.Request, w http.R
 	for _, kv := range cgiEnv(req, length) {
 		cfg = cfg.WithEnv(kv[0], kv[1])
 	}
-	mod, err := t.rt.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, &sb.mem), t.compiled, cfg)
+	e, err := t.rt.mods.acquire(ctx, src)
+	if err != nil {
+		return &runtime.Error{Kind: runtime.StartFailed, Message: fmt.Sprintf("starting %s v%d: loading its module", t.spec.Function, t.spec.Version), Err: err}
+	}
+	mod, err := t.rt.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, &sb.mem), e.compiled, cfg)
+	t.rt.mods.release(e)
 	sb.stderr.flush()
 	if mod != nil {
+		sb.mem.allowRecycle() // the call has returned
 		_ = mod.Close(context.Background())
 	}
 	defer c.trim()

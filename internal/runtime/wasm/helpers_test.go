@@ -73,7 +73,54 @@ func testMain(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	buildDir = dir
 	sharedCache = filepath.Join(dir, "cache")
+	defer sharedSnap.close()
 	return m.Run()
+}
+
+// sharedSnap is a snapshot template of the guest module, taken once per test
+// binary (a snapshot costs a compile) and shared by the tests that need one.
+var sharedSnap sharedTemplate
+
+type sharedTemplate struct {
+	once sync.Once
+	r    *Runtime
+	tpl  runtime.Template
+	err  error
+}
+
+// sharedSnapSpec is the spec of sharedSnap's template.
+var sharedSnapSpec = runtime.Spec{Function: "guest", Version: 1, Runtime: runtime.Wasm, MemoryMB: 48, Env: map[string]string{"GREETING": "hej"}, Snapshot: true}
+
+func snapGuest(t testing.TB) runtime.Template {
+	t.Helper()
+	code := guestMod.get(t)
+	sharedSnap.once.Do(func() {
+		sharedSnap.r, sharedSnap.err = New(context.Background(), Config{CacheDir: sharedCache})
+		if sharedSnap.err != nil {
+			return
+		}
+		spec := sharedSnapSpec
+		sharedSnap.tpl, sharedSnap.err = sharedSnap.r.Prepare(context.Background(), &spec, code)
+		if sharedSnap.err == nil {
+			sharedSnap.tpl.(*template).snapshotNow(context.Background())
+		}
+	})
+	if sharedSnap.err != nil {
+		t.Fatal(sharedSnap.err)
+	}
+	if !sharedSnap.tpl.(*template).snapshot {
+		t.Fatal("the guest module was not snapshotted")
+	}
+	return sharedSnap.tpl
+}
+
+func (s *sharedTemplate) close() {
+	if s.tpl != nil {
+		_ = s.tpl.Close()
+	}
+	if s.r != nil {
+		_ = s.r.Close(context.Background())
+	}
 }
 
 func newRuntime(t testing.TB) *Runtime {
@@ -102,6 +149,9 @@ func prepare(t testing.TB, r *Runtime, spec runtime.Spec, code []byte) runtime.T
 		t.Fatalf("Prepare: %v", err)
 	}
 	t.Cleanup(func() { _ = tpl.Close() })
+	// Snapshots are taken on the first instance, in the background; tests
+	// take them at once.
+	tpl.(*template).snapshotNow(context.Background())
 	return tpl
 }
 

@@ -21,16 +21,28 @@ import (
 
 // template is a compiled module for one function version.
 type template struct {
-	rt            *Runtime
-	spec          runtime.Spec
-	compiled      wazero.CompiledModule
-	modCfg        wazero.ModuleConfig
+	rt    *Runtime
+	spec  runtime.Spec
+	quiet bool // runs during Prepare: no logs, no pooled memory
+	// mu guards the module new instances start from, which changes once
+	// when a snapshot is ready (src, snapshot, clockAt, modCfg).
+	mu       sync.Mutex
+	src      *modSource
+	snapshot bool  // src is a snapshot: nothing to initialise
+	clockAt  int64 // the snapshot's monotonic clock reading
+	modCfg   wazero.ModuleConfig
+	// snap is set when a snapshot is wanted and the module allows one;
+	// snapOnce takes it (on the first instance, or snapshotNow).
+	snap          bool
+	snapPath      string
+	snapOnce      sync.Once
+	snapStarted   atomic.Bool
 	limit         uint64 // memory cap in bytes
 	cgi           bool
 	hasInit       bool
 	hasNimbusInit bool
-	// refs counts the template itself and its open instances; the compiled
-	// module is closed when it drops to zero.
+	// refs counts the template itself and its open instances; the module
+	// cache lets go of src when it drops to zero.
 	refs   atomic.Int64
 	closed atomic.Bool
 	once   sync.Once
@@ -55,8 +67,25 @@ func (t *template) acquire() bool {
 
 func (t *template) release() {
 	if t.refs.Add(-1) == 0 {
-		_ = t.compiled.Close(context.Background())
+		src, _, _ := t.current()
+		t.rt.mods.unhold(src.key)
 	}
+}
+
+// pool is the buffer pool of t's instances; nil for instances run during
+// Prepare, whose memory would otherwise linger in the pool.
+func (t *template) pool() *bufPool {
+	if t.quiet {
+		return nil
+	}
+	return t.rt.bufs
+}
+
+// current returns the module new instances start from.
+func (t *template) current() (*modSource, bool, wazero.ModuleConfig) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.src, t.snapshot, t.modCfg
 }
 
 // Close releases the compiled code once every instance is closed.
@@ -77,6 +106,9 @@ func (t *template) NewInstance(ctx context.Context) (runtime.Instance, error) {
 	if t.cgi {
 		return newCGIInstance(t), nil
 	}
+	if t.snap {
+		t.rt.snapshotLater(t)
+	}
 	inst, err := t.newReactor(ctx)
 	if err != nil {
 		t.release()
@@ -94,14 +126,16 @@ type sandbox struct {
 	stderr lineWriter
 	mem    memoryCap
 	ctx    context.Context // of the call in progress
+	cfg    wazero.ModuleConfig
 }
 
-func (s *sandbox) init(t *template) {
+func (s *sandbox) init(t *template, cfg wazero.ModuleConfig) {
 	s.t = t
+	s.cfg = cfg
 	sink := t.spec.Logs
 	s.stdout = lineWriter{pump: t.rt.logs, sink: sink, stream: "stdout", id: &s.id}
 	s.stderr = lineWriter{pump: t.rt.logs, sink: sink, stream: "stderr", id: &s.id, keepTail: true}
-	s.mem = memoryCap{limit: t.limit, live: &t.rt.memBytes}
+	s.mem = memoryCap{limit: t.limit, live: &t.rt.memBytes, pool: t.pool()}
 }
 
 // sleep is the instance's nanosleep: it ends early when the call's context
@@ -121,7 +155,7 @@ func (s *sandbox) sleep(ns int64) {
 }
 
 func (s *sandbox) config(stdoutToLog bool) wazero.ModuleConfig {
-	c := s.t.modCfg.WithStderr(&s.stderr).WithNanosleep(s.sleep)
+	c := s.cfg.WithStderr(&s.stderr).WithNanosleep(s.sleep)
 	if stdoutToLog {
 		c = c.WithStdout(&s.stdout)
 	}
@@ -173,25 +207,38 @@ type reactor struct {
 var _ runtime.Instance = (*reactor)(nil)
 
 func (t *template) newReactor(ctx context.Context) (*reactor, error) {
+	src, snapshot, cfg := t.current()
+	e, err := t.rt.mods.acquire(ctx, src)
+	if err != nil {
+		return nil, &runtime.Error{Kind: runtime.StartFailed, Message: fmt.Sprintf("starting %s v%d: loading its module", t.spec.Function, t.spec.Version), Err: err}
+	}
+	defer t.rt.mods.release(e)
+	return t.startReactor(ctx, e.compiled, snapshot, cfg)
+}
+
+// startReactor instantiates compiled and, unless it is a snapshot, runs its
+// initialisation.
+func (t *template) startReactor(ctx context.Context, compiled wazero.CompiledModule, snapshot bool, cfg wazero.ModuleConfig) (*reactor, error) {
 	in := &reactor{}
-	in.init(t)
+	in.init(t, cfg)
 	in.x.maxResp = t.rt.cfg.MaxResponseBytes
+	in.x.host = newHostState(t.spec.Host)
 	in.ctx = ctx
 	defer func() { in.ctx = nil }()
 	cctx := &callCtx{Context: experimental.WithMemoryAllocator(ctx, &in.mem), x: &in.x}
-	mod, err := t.rt.rt.InstantiateModule(cctx, t.compiled, in.config(true))
+	mod, err := t.rt.rt.InstantiateModule(cctx, compiled, in.config(true))
 	if err != nil {
 		in.mem = memoryCap{}
 		return nil, in.startError(ctx, err, "instantiating the module")
 	}
 	in.mod = mod
-	if t.hasInit {
+	if t.hasInit && !snapshot {
 		if _, err := mod.ExportedFunction("_initialize").Call(cctx); err != nil {
 			_ = mod.Close(context.Background())
 			return nil, in.startError(ctx, err, "_initialize")
 		}
 	}
-	if t.hasNimbusInit {
+	if t.hasNimbusInit && !snapshot {
 		res, err := mod.ExportedFunction("nimbus_init").Call(cctx)
 		if err == nil && len(res) == 1 && api.DecodeI32(res[0]) != 0 {
 			err = fmt.Errorf("nimbus_init returned %d", api.DecodeI32(res[0]))
@@ -223,13 +270,15 @@ func (in *reactor) startError(ctx context.Context, err error, step string) error
 // Invoke serves one request. The response is buffered and written to w only
 // when nimbus_handle returns 0.
 func (in *reactor) Invoke(ctx context.Context, req *runtime.Request, w http.ResponseWriter) error {
-	if in.closed.Load() {
-		return &runtime.Error{Kind: runtime.Crashed, Message: "instance is closed", Err: errClosed}
-	}
+	// busy before closed, and Close the other way round: a Close racing an
+	// Invoke sees it busy, or the Invoke sees it closed.
 	if !in.busy.CompareAndSwap(false, true) {
 		return &runtime.Error{Kind: runtime.Crashed, Message: "instance is already serving an invocation", Err: errors.New("wasm: concurrent Invoke")}
 	}
 	defer in.busy.Store(false)
+	if in.closed.Load() {
+		return &runtime.Error{Kind: runtime.Crashed, Message: "instance is closed", Err: errClosed}
+	}
 	if _, ok := ctx.Deadline(); !ok && in.t.spec.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, in.t.spec.Timeout)
@@ -332,7 +381,11 @@ func (in *reactor) Close() error {
 		return nil
 	}
 	// Safe while an invocation runs (deleting a function mid-call): wazero
-	// stops the guest at its next check and the call fails.
+	// stops the guest at its next check and the call fails. Its memory is
+	// reused only if no invocation runs.
+	if !in.busy.Load() {
+		in.mem.allowRecycle()
+	}
 	err := in.mod.Close(context.Background())
 	in.t.release()
 	if err != nil {

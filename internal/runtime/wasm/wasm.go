@@ -1,25 +1,30 @@
 // Package wasm owns the WebAssembly runtimes of Nimbus: "wasm" (the Nimbus
 // reactor ABI v1, warm instances serving many requests in a row) and
 // "wasm-cgi" (WAGI/CGI command modules, a fresh instance per request), both on
-// one shared wazero runtime with an on-disk compilation cache.
+// one shared wazero runtime with an on-disk compilation cache. Fresh "wasm"
+// instances start from a verified post-initialisation snapshot (snapshot.go,
+// rewrite.go); compiled modules stay in memory under an LRU bound
+// (modcache.go) and linear memory buffers are reused (memory.go).
 package wasm
 
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	goruntime "runtime"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
-	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"github.com/nimbusfn/nimbus/internal/runtime"
@@ -34,7 +39,21 @@ type Config struct {
 	// MaxResponseBytes caps one response body (default 16 MiB). A larger
 	// response fails the invocation with BadResponse.
 	MaxResponseBytes int
+	// MaxModules and MaxModuleBytes bound the compiled modules kept in
+	// memory (defaults DefaultMaxModules and DefaultMaxModuleBytes, the
+	// latter counted as WebAssembly binary bytes). Least recently used
+	// modules beyond them are closed and compiled again, from the disk
+	// cache, when next instantiated.
+	MaxModules     int
+	MaxModuleBytes int64
+	// MemoryPoolBytes bounds the linear memory buffers of closed instances
+	// kept for new ones (default DefaultMemoryPoolBytes; negative keeps
+	// none). A reused buffer spares a new instance its page faults.
+	MemoryPoolBytes int64
 }
+
+// DefaultMemoryPoolBytes is the default of Config.MemoryPoolBytes.
+const DefaultMemoryPoolBytes = 64 << 20
 
 // DefaultMemoryMB is the memory cap of an instance whose spec names none.
 const DefaultMemoryMB = 128
@@ -54,6 +73,15 @@ type Runtime struct {
 	// provided lists the functions each host module offers, by module and name.
 	provided map[string]map[string]api.FunctionDefinition
 	logs     *logPump
+	mods     *modCache
+	bufs     *bufPool
+	// Background snapshot jobs: started under jobMu unless closed.
+	jobMu      sync.Mutex
+	jobs       sync.WaitGroup
+	jobCtx     context.Context
+	cancelJobs context.CancelFunc
+	snapSem    chan struct{} // bounds concurrent snapshot jobs
+	start      time.Time     // base of snapshot clocks
 	// memBytes is the linear memory allocated by all live instances.
 	memBytes atomic.Int64
 	closed   atomic.Bool
@@ -69,7 +97,13 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	if cfg.MaxResponseBytes <= 0 {
 		cfg.MaxResponseBytes = DefaultMaxResponseBytes
 	}
-	r := &Runtime{cfg: cfg, log: cfg.Logger.With("component", "wasm")}
+	if cfg.MaxModules <= 0 {
+		cfg.MaxModules = DefaultMaxModules
+	}
+	if cfg.MaxModuleBytes <= 0 {
+		cfg.MaxModuleBytes = DefaultMaxModuleBytes
+	}
+	r := &Runtime{cfg: cfg, log: cfg.Logger.With("component", "wasm"), start: time.Now()}
 	if cfg.CacheDir != "" {
 		c, err := wazero.NewCompilationCacheWithDir(cfg.CacheDir)
 		if err != nil {
@@ -101,6 +135,14 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		HostModule: host.ExportedFunctionDefinitions(),
 	}
 	r.logs = newLogPump(4096)
+	r.mods = newModCache(r.rt, cfg.MaxModules, cfg.MaxModuleBytes)
+	if cfg.MemoryPoolBytes == 0 {
+		cfg.MemoryPoolBytes = DefaultMemoryPoolBytes
+	}
+	r.cfg.MemoryPoolBytes = cfg.MemoryPoolBytes
+	r.jobCtx, r.cancelJobs = context.WithCancel(context.WithoutCancel(ctx))
+	r.snapSem = make(chan struct{}, 1)
+	r.bufs = newBufPool(cfg.MemoryPoolBytes)
 	return r, nil
 }
 
@@ -111,9 +153,14 @@ func (r *Runtime) closeAll(ctx context.Context) {
 
 // Close closes every instance and template and stops the log pump.
 func (r *Runtime) Close(ctx context.Context) error {
-	if r.closed.Swap(true) {
+	r.jobMu.Lock()
+	already := r.closed.Swap(true)
+	r.jobMu.Unlock()
+	if already {
 		return nil
 	}
+	r.cancelJobs()
+	r.jobs.Wait()
 	err := r.rt.Close(ctx)
 	if cerr := r.cache.Close(ctx); err == nil {
 		err = cerr
@@ -127,6 +174,12 @@ func (r *Runtime) Close(ctx context.Context) error {
 
 // LinearMemoryBytes reports the linear memory held by all live instances.
 func (r *Runtime) LinearMemoryBytes() int64 { return r.memBytes.Load() }
+
+// PooledMemoryBytes reports the memory buffers kept for new instances.
+func (r *Runtime) PooledMemoryBytes() int64 { return r.bufs.bytes() }
+
+// ModuleCacheStats reports the compiled-module cache.
+func (r *Runtime) ModuleCacheStats() ModuleCacheStats { return r.mods.stats() }
 
 // DroppedLogLines reports how many log lines were dropped because the log
 // sinks did not keep up.
@@ -167,31 +220,71 @@ func (r *Runtime) Prepare(ctx context.Context, spec *runtime.Spec, code []byte) 
 	if err := r.checkModule(spec.Runtime, info, limitPages); err != nil {
 		return nil, err
 	}
+	t := &template{
+		rt:            r,
+		spec:          *spec,
+		limit:         uint64(limitPages) * pageSize,
+		cgi:           spec.Runtime == runtime.WasmCGI,
+		hasInit:       info.exportsFunc("_initialize"),
+		hasNimbusInit: info.exportsFunc("nimbus_init"),
+	}
+	t.modCfg = t.baseConfig()
+	t.refs.Store(1)
+
+	// A snapshot is taken (or read from the disk cache) in the background
+	// when the first instance starts, so that deployed functions that are
+	// never called cost no snapshot. The plain module, with its mutable
+	// globals exported for the capture, serves until then.
+	if spec.Runtime == runtime.Wasm && spec.Snapshot {
+		sm, err := analyseForSnapshot(code)
+		var capture []byte
+		if err == nil {
+			capture, err = sm.captureCode()
+		}
+		if err != nil {
+			r.log.Info("snapshot refused, serving the plain module", "function", spec.Function, "version", spec.Version, "reason", err)
+		} else {
+			sum := sha256.Sum256(code)
+			// Nothing of the analysis is kept: it holds on to the code.
+			t.snap, code = true, capture
+			t.snapPath = r.snapshotPath(snapshotKey(hex.EncodeToString(sum[:]), spec, limitPages))
+		}
+	}
+	srcDir := ""
+	if r.cfg.CacheDir != "" {
+		srcDir = filepath.Join(r.cfg.CacheDir, "modules")
+	}
+	src, err := newSource(srcDir, code)
+	if err != nil {
+		return nil, err
+	}
+	t.src = src
+	e, err := r.compile(ctx, t, src)
+	if err != nil {
+		return nil, err
+	}
+	r.mods.hold(src.key)
+	r.mods.release(e)
+	return t, nil
+}
+
+// compile compiles src through the module cache and checks its types. The
+// entry is returned pinned.
+func (r *Runtime) compile(ctx context.Context, t *template, src *modSource) (*modEntry, error) {
 	start := time.Now()
-	compiled, err := r.rt.CompileModule(experimental.WithCompilationWorkers(ctx, goruntime.GOMAXPROCS(0)), code)
+	e, err := r.mods.acquire(ctx, src)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("wasm: compiling %s: %w", spec.Function, ctx.Err())
+			return nil, fmt.Errorf("wasm: compiling %s: %w", t.spec.Function, ctx.Err())
 		}
 		return nil, &runtime.Error{Kind: runtime.BadCode, Message: "module does not compile", Err: err}
 	}
-	r.log.Debug("compiled module", "function", spec.Function, "version", spec.Version, "digest", spec.Digest, "took", time.Since(start))
-	if err := r.checkTypes(spec.Runtime, compiled); err != nil {
-		_ = compiled.Close(ctx)
+	r.log.Debug("compiled module", "function", t.spec.Function, "version", t.spec.Version, "digest", t.spec.Digest, "took", time.Since(start))
+	if err := r.checkTypes(t.spec.Runtime, e.compiled); err != nil {
+		r.mods.release(e)
 		return nil, err
 	}
-	t := &template{
-		rt:       r,
-		spec:     *spec,
-		compiled: compiled,
-		limit:    uint64(limitPages) * pageSize,
-		cgi:      spec.Runtime == runtime.WasmCGI,
-	}
-	t.refs.Store(1)
-	t.modCfg = t.baseConfig()
-	t.hasInit = info.exportsFunc("_initialize")
-	t.hasNimbusInit = info.exportsFunc("nimbus_init")
-	return t, nil
+	return e, nil
 }
 
 func memoryPages(spec *runtime.Spec) uint32 {

@@ -225,45 +225,57 @@ func TestInstancesRunInParallel(t *testing.T) {
 
 func TestPanicIsCrashed(t *testing.T) {
 	r := newRuntime(t)
-	tpl := prepare(t, r, runtime.Spec{}, guestMod.get(t))
-	in := newInstance(t, tpl)
-	mustInvoke(t, in, request("GET", "/count", nil))
-	rec, err := invoke(t, in, request("GET", "/panic?why=testing", nil), 20*time.Second)
-	wantKind(t, err, runtime.Crashed, "panic: boom: testing")
-	if rec.touched || len(rec.header) != 0 {
-		t.Fatalf("a crashed invocation wrote a response: %d %q %v", rec.code, rec.body.String(), rec.header)
-	}
-	if runtime.Reusable(err) {
-		t.Fatal("a crashed instance is reusable")
-	}
-	_ = in.Close()
-	in2 := newInstance(t, tpl)
-	if rec := mustInvoke(t, in2, request("GET", "/count", nil)); rec.body.String() != "1" {
-		t.Fatalf("fresh instance answered %q", rec.body.String())
-	}
+	for _, snap := range []bool{false, true} {
+		t.Run(fmt.Sprintf("snapshot=%v", snap), func(t *testing.T) {
+			tpl := prepare(t, r, runtime.Spec{}, guestMod.get(t))
+			if snap {
+				tpl = snapGuest(t)
+			}
+			in := newInstance(t, tpl)
+			mustInvoke(t, in, request("GET", "/count", nil))
+			rec, err := invoke(t, in, request("GET", "/panic?why=testing", nil), 20*time.Second)
+			wantKind(t, err, runtime.Crashed, "panic: boom: testing")
+			if rec.touched || len(rec.header) != 0 {
+				t.Fatalf("a crashed invocation wrote a response: %d %q %v", rec.code, rec.body.String(), rec.header)
+			}
+			if runtime.Reusable(err) {
+				t.Fatal("a crashed instance is reusable")
+			}
+			_ = in.Close()
+			in2 := newInstance(t, tpl)
+			if rec := mustInvoke(t, in2, request("GET", "/count", nil)); rec.body.String() != "1" {
+				t.Fatalf("fresh instance answered %q", rec.body.String())
+			}
 
-	in3 := newInstance(t, tpl)
-	_, err = invoke(t, in3, request("GET", "/exit", nil), 20*time.Second)
-	wantKind(t, err, runtime.Crashed, "exited with code 3")
+			in3 := newInstance(t, tpl)
+			_, err = invoke(t, in3, request("GET", "/exit", nil), 20*time.Second)
+			wantKind(t, err, runtime.Crashed, "exited with code 3")
+		})
+	}
 }
 
 func TestInfiniteLoopTimesOut(t *testing.T) {
 	r := newRuntime(t)
-	tpl := prepare(t, r, runtime.Spec{}, guestMod.get(t))
-	for _, path := range []string{"/loop", "/sleep"} {
-		t.Run(path, func(t *testing.T) {
-			in := newInstance(t, tpl)
-			start := time.Now()
-			rec, err := invoke(t, in, request("GET", path, nil), 300*time.Millisecond)
-			wantKind(t, err, runtime.TimedOut, "deadline")
-			if rec.touched {
-				t.Fatal("a timed-out invocation wrote a response")
-			}
-			t.Logf("%s stopped %v after the call began (deadline 300ms)", path, time.Since(start))
-			_ = in.Close()
-			in2 := newInstance(t, tpl)
-			mustInvoke(t, in2, request("GET", "/count", nil))
-		})
+	for _, snap := range []bool{false, true} {
+		tpl := prepare(t, r, runtime.Spec{}, guestMod.get(t))
+		if snap {
+			tpl = snapGuest(t)
+		}
+		for _, path := range []string{"/loop", "/sleep"} {
+			t.Run(fmt.Sprintf("%s/snapshot=%v", path, snap), func(t *testing.T) {
+				in := newInstance(t, tpl)
+				start := time.Now()
+				rec, err := invoke(t, in, request("GET", path, nil), 300*time.Millisecond)
+				wantKind(t, err, runtime.TimedOut, "deadline")
+				if rec.touched {
+					t.Fatal("a timed-out invocation wrote a response")
+				}
+				t.Logf("%s stopped %v after the call began (deadline 300ms)", path, time.Since(start))
+				_ = in.Close()
+				in2 := newInstance(t, tpl)
+				mustInvoke(t, in2, request("GET", "/count", nil))
+			})
+		}
 	}
 }
 
@@ -276,14 +288,21 @@ func TestSpecTimeoutWithoutDeadline(t *testing.T) {
 
 func TestOutOfMemory(t *testing.T) {
 	r := newRuntime(t)
-	tpl := prepare(t, r, runtime.Spec{MemoryMB: 48}, guestMod.get(t))
-	in := newInstance(t, tpl)
-	_, err := invoke(t, in, request("GET", "/alloc", nil), 30*time.Second)
-	wantKind(t, err, runtime.OutOfMemory, "cap of 48 MB")
-	t.Logf("error: %v", err)
-	_ = in.Close()
-	in2 := newInstance(t, tpl)
-	mustInvoke(t, in2, request("GET", "/count", nil))
+	for _, snap := range []bool{false, true} {
+		t.Run(fmt.Sprintf("snapshot=%v", snap), func(t *testing.T) {
+			tpl := prepare(t, r, runtime.Spec{MemoryMB: 48}, guestMod.get(t))
+			if snap {
+				tpl = snapGuest(t)
+			}
+			in := newInstance(t, tpl)
+			_, err := invoke(t, in, request("GET", "/alloc", nil), 30*time.Second)
+			wantKind(t, err, runtime.OutOfMemory, "cap of 48 MB")
+			t.Logf("error: %v", err)
+			_ = in.Close()
+			in2 := newInstance(t, tpl)
+			mustInvoke(t, in2, request("GET", "/count", nil))
+		})
+	}
 }
 
 func TestClosedInstancesFreeMemory(t *testing.T) {

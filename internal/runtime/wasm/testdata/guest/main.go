@@ -9,6 +9,8 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -19,7 +21,17 @@ import (
 var (
 	count int
 	hoard [][]byte
+	// Read during initialisation: a snapshot bakes them in.
+	initGreeting = os.Getenv("GREETING")
+	initMono     = time.Now()
+	table        = map[string]int{}
 )
+
+func init() {
+	for i := range 500 {
+		table[fmt.Sprintf("key-%03d", i)] = i * i
+	}
+}
 
 func main() {
 	nimbus.Handle(http.HandlerFunc(serve))
@@ -27,7 +39,46 @@ func main() {
 
 func serve(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	if r.URL.Path == "/" && os.Getenv("ROOT") == "random" {
+		b := make([]byte, 8)
+		rand.Read(b)
+		fmt.Fprint(w, hex.EncodeToString(b))
+		return
+	}
 	switch r.URL.Path {
+	case "/mix":
+		// Allocates, fills and reads maps, formats, and collects garbage.
+		n, _ := strconv.Atoi(q.Get("n"))
+		m := map[string][]int{}
+		for i := range n {
+			k := fmt.Sprintf("k%d", i%37)
+			m[k] = append(m[k], i*len(k))
+		}
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		var sb strings.Builder
+		for _, k := range keys {
+			fmt.Fprintf(&sb, "%s=%d;", k, len(m[k]))
+		}
+		if n%7 == 0 {
+			runtime.GC()
+		}
+		fmt.Fprintf(&sb, "table=%d/%d", len(table), table["key-321"])
+		w.Header().Set("X-Keys", strconv.Itoa(len(keys)))
+		io.WriteString(w, sb.String())
+	case "/init-env":
+		fmt.Fprint(w, initGreeting)
+	case "/clock":
+		// The monotonic clock never goes back from what init saw, and the
+		// wall clock is the real one.
+		since := time.Since(initMono)
+		fmt.Fprintf(w, "mono-forward=%v wall-recent=%v", since >= 0, time.Now().Year() >= 2025)
+	case "/count-twice":
+		count += 2
+		fmt.Fprint(w, count)
 	case "/echo":
 		body, err := io.ReadAll(r.Body)
 		if err != nil {

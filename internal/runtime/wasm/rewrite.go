@@ -1,0 +1,567 @@
+package wasm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+)
+
+// This file reads and rewrites module binaries for snapshots: it exports
+// every mutable global (wazero reads only exported globals), and emits a
+// module whose memory and globals start in a captured state.
+
+// Section ids of the WebAssembly binary format.
+const (
+	secCustom    byte = 0
+	secGlobal    byte = 6
+	secExport    byte = 7
+	secStart     byte = 8
+	secMemory    byte = 5
+	secCode      byte = 10
+	secData      byte = 11
+	secDataCount byte = 12
+)
+
+// sectionOrder is the order in which non-custom sections must appear.
+var sectionOrder = map[byte]int{1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6, 13: 7, 7: 8, 8: 9, 9: 10, 12: 11, 10: 12, 11: 13}
+
+type wasmSection struct {
+	id   byte
+	body []byte
+}
+
+// snapGlobal is one global of the module's global section.
+type snapGlobal struct {
+	valType byte
+	mutable bool
+	raw     []byte // the whole entry as encoded: type, mutability, init expr
+}
+
+// snapModule is a module split into sections, with what a snapshot needs.
+type snapModule struct {
+	sections []wasmSection
+	globals  []snapGlobal
+	memFlags byte
+	memMax   uint32
+}
+
+// errNoSnapshot marks a module that cannot be snapshotted; it then runs plain.
+type errNoSnapshot struct{ reason string }
+
+func (e *errNoSnapshot) Error() string { return "module cannot be snapshotted: " + e.reason }
+
+func noSnapshot(format string, args ...any) error {
+	return &errNoSnapshot{reason: fmt.Sprintf(format, args...)}
+}
+
+// analyseForSnapshot splits code into sections and checks that a snapshot of
+// it is faithful: no passive data segments, no table mutation, no imported
+// globals, no mutable globals of reference or vector type, and only
+// instructions this reader knows.
+func analyseForSnapshot(code []byte) (*snapModule, error) {
+	m := &snapModule{}
+	r := reader{b: code[8:]}
+	for len(r.b) > 0 {
+		id, err := r.byte()
+		if err != nil {
+			return nil, err
+		}
+		size, err := r.u32()
+		if err != nil {
+			return nil, err
+		}
+		body, err := r.bytes(int(size))
+		if err != nil {
+			return nil, err
+		}
+		m.sections = append(m.sections, wasmSection{id, body})
+		s := reader{b: body}
+		switch id {
+		case 2:
+			if err := checkImportsForSnapshot(&s); err != nil {
+				return nil, err
+			}
+		case secMemory:
+			if err := m.readMemory(&s); err != nil {
+				return nil, err
+			}
+		case secGlobal:
+			if err := m.readGlobals(&s); err != nil {
+				return nil, err
+			}
+		case secCode:
+			if err := scanCode(&s); err != nil {
+				return nil, err
+			}
+		case secData:
+			if err := checkData(&s); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if m.section(secMemory) == nil {
+		return nil, noSnapshot("it defines no memory")
+	}
+	return m, nil
+}
+
+func (m *snapModule) section(id byte) []byte {
+	for _, s := range m.sections {
+		if s.id == id {
+			return s.body
+		}
+	}
+	return nil
+}
+
+func checkImportsForSnapshot(r *reader) error {
+	n, err := r.u32()
+	if err != nil {
+		return err
+	}
+	for range n {
+		if _, err := r.name(); err != nil {
+			return err
+		}
+		if _, err := r.name(); err != nil {
+			return err
+		}
+		kind, err := r.byte()
+		if err != nil {
+			return err
+		}
+		if kind != kindFunc {
+			return noSnapshot("it imports a %s", kindName(kind))
+		}
+		if _, err := r.u32(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *snapModule) readMemory(r *reader) error {
+	n, err := r.u32()
+	if err != nil {
+		return err
+	}
+	if n != 1 {
+		return noSnapshot("it defines %d memories", n)
+	}
+	if m.memFlags, err = r.byte(); err != nil {
+		return err
+	}
+	if m.memFlags&^0x01 != 0 {
+		return noSnapshot("its memory has flags %#x (shared or 64-bit)", m.memFlags)
+	}
+	if _, err := r.u32(); err != nil {
+		return err
+	}
+	if m.memFlags&0x01 != 0 {
+		if m.memMax, err = r.u32(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *snapModule) readGlobals(r *reader) error {
+	n, err := r.u32()
+	if err != nil {
+		return err
+	}
+	for range n {
+		start := r.b
+		vt, err := r.byte()
+		if err != nil {
+			return err
+		}
+		mut, err := r.byte()
+		if err != nil {
+			return err
+		}
+		if err := skipExpr(r); err != nil {
+			return err
+		}
+		g := snapGlobal{valType: vt, mutable: mut == 1, raw: start[:len(start)-len(r.b)]}
+		if g.mutable && vt != 0x7f && vt != 0x7e && vt != 0x7d && vt != 0x7c {
+			return noSnapshot("it has a mutable global of type %#x", vt)
+		}
+		m.globals = append(m.globals, g)
+	}
+	return nil
+}
+
+func checkData(r *reader) error {
+	n, err := r.u32()
+	if err != nil {
+		return err
+	}
+	for i := range n {
+		flags, err := r.u32()
+		if err != nil {
+			return err
+		}
+		switch flags {
+		case 0:
+		case 2:
+			if _, err := r.u32(); err != nil {
+				return err
+			}
+		case 1:
+			return noSnapshot("data segment %d is passive", i)
+		default:
+			return fmt.Errorf("data segment %d has flags %d", i, flags)
+		}
+		if err := skipExpr(r); err != nil {
+			return err
+		}
+		size, err := r.u32()
+		if err != nil {
+			return err
+		}
+		if _, err := r.bytes(int(size)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// scanCode decodes every function body and refuses table mutation and
+// instructions it does not know.
+func scanCode(r *reader) error {
+	n, err := r.u32()
+	if err != nil {
+		return err
+	}
+	for i := range n {
+		size, err := r.u32()
+		if err != nil {
+			return err
+		}
+		body, err := r.bytes(int(size))
+		if err != nil {
+			return err
+		}
+		b := reader{b: body}
+		locals, err := b.u32()
+		if err != nil {
+			return err
+		}
+		for range locals {
+			if _, err := b.u32(); err != nil {
+				return err
+			}
+			if _, err := b.byte(); err != nil {
+				return err
+			}
+		}
+		for len(b.b) > 0 {
+			if _, err := skipInstr(&b); err != nil {
+				return fmt.Errorf("function %d: %w", i, err)
+			}
+		}
+	}
+	return nil
+}
+
+// skipExpr skips a constant expression through its end opcode.
+func skipExpr(r *reader) error {
+	for {
+		op, err := skipInstr(r)
+		if err != nil {
+			return err
+		}
+		if op == 0x0b {
+			return nil
+		}
+	}
+}
+
+func (r *reader) skipLEB() error {
+	for range 10 {
+		c, err := r.byte()
+		if err != nil {
+			return err
+		}
+		if c&0x80 == 0 {
+			return nil
+		}
+	}
+	return errors.New("integer too long")
+}
+
+func (r *reader) skipU32s(n int) error {
+	for range n {
+		if _, err := r.u32(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// skipInstr reads one instruction and returns its opcode. Table mutation and
+// unknown instructions are errors (the former of type *errNoSnapshot).
+func skipInstr(r *reader) (byte, error) {
+	op, err := r.byte()
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case op == 0x00, op == 0x01, op == 0x05, op == 0x0b, op == 0x0f, op == 0x1a, op == 0x1b, op == 0xd1,
+		op >= 0x45 && op <= 0xc4:
+		return op, nil
+	case op == 0x02, op == 0x03, op == 0x04: // block type: 0x40, a value type, or an s33 type index
+		if len(r.b) > 0 && (r.b[0] == 0x40 || (r.b[0] >= 0x6f && r.b[0] <= 0x7f)) {
+			_, err = r.byte()
+		} else {
+			err = r.skipLEB()
+		}
+	case op == 0x0c, op == 0x0d, op == 0x10, op == 0x12, op >= 0x20 && op <= 0x25, op == 0xd2:
+		_, err = r.u32()
+	case op == 0x26:
+		return op, noSnapshot("its code sets table entries (table.set)")
+	case op == 0x0e:
+		var n uint32
+		if n, err = r.u32(); err == nil {
+			err = r.skipU32s(int(n) + 1)
+		}
+	case op == 0x11, op == 0x13:
+		err = r.skipU32s(2)
+	case op == 0x1c:
+		var n uint32
+		if n, err = r.u32(); err == nil {
+			_, err = r.bytes(int(n))
+		}
+	case op >= 0x28 && op <= 0x3e:
+		err = r.skipU32s(2)
+	case op == 0x3f, op == 0x40:
+		_, err = r.u32()
+	case op == 0x41, op == 0x42:
+		err = r.skipLEB()
+	case op == 0x43:
+		_, err = r.bytes(4)
+	case op == 0x44:
+		_, err = r.bytes(8)
+	case op == 0xd0:
+		_, err = r.byte()
+	case op == 0xfc:
+		var sub uint32
+		if sub, err = r.u32(); err != nil {
+			return op, err
+		}
+		switch {
+		case sub <= 7:
+		case sub == 8:
+			err = r.skipU32s(2)
+		case sub == 9, sub == 11, sub == 16:
+			_, err = r.u32()
+		case sub == 10:
+			err = r.skipU32s(2)
+		case sub >= 12 && sub <= 15, sub == 17:
+			return op, noSnapshot("its code changes tables (0xfc %d)", sub)
+		default:
+			return op, noSnapshot("its code uses instruction 0xfc %d", sub)
+		}
+	default:
+		return op, noSnapshot("its code uses instruction %#x (SIMD, threads or exceptions)", op)
+	}
+	return op, err
+}
+
+// snapshotGlobalExport names the export of mutable global i in the capture module.
+func snapshotGlobalExport(i int) string { return fmt.Sprintf("nimbus.snapshot.global.%d", i) }
+
+// captureCode is the module with every mutable global exported.
+func (m *snapModule) captureCode() ([]byte, error) {
+	var extra [][]byte
+	for i, g := range m.globals {
+		if g.mutable {
+			e := appendName(nil, snapshotGlobalExport(i))
+			e = append(e, kindGlobal)
+			e = binary.AppendUvarint(e, uint64(i))
+			extra = append(extra, e)
+		}
+	}
+	secs := make([]wasmSection, 0, len(m.sections)+1)
+	found := false
+	for _, s := range m.sections {
+		if s.id == secExport {
+			r := reader{b: s.body}
+			n, err := r.u32()
+			if err != nil {
+				return nil, err
+			}
+			body := binary.AppendUvarint(nil, uint64(n)+uint64(len(extra)))
+			body = append(body, r.b...)
+			s = wasmSection{secExport, append(body, bytes.Join(extra, nil)...)}
+			found = true
+		}
+		secs = append(secs, s)
+	}
+	if !found {
+		body := binary.AppendUvarint(nil, uint64(len(extra)))
+		secs = insertSection(secs, wasmSection{secExport, append(body, bytes.Join(extra, nil)...)})
+	}
+	return joinSections(secs), nil
+}
+
+// snapshotCode emits the module whose instances start where the capture
+// instance was: memory holds mem (and starts at exactly its size), mutable
+// globals hold vals (by global index), and no start function runs.
+func (m *snapModule) snapshotCode(mem []byte, vals map[int]uint64) []byte {
+	pages := uint32(len(mem) / pageSize)
+	segs := dataSegments(mem)
+	var secs []wasmSection
+	for _, s := range m.sections {
+		switch s.id {
+		case secStart:
+			continue
+		case secMemory:
+			body := []byte{1, m.memFlags}
+			body = binary.AppendUvarint(body, uint64(pages))
+			if m.memFlags&0x01 != 0 {
+				body = binary.AppendUvarint(body, uint64(max(m.memMax, pages)))
+			}
+			s = wasmSection{secMemory, body}
+		case secGlobal:
+			body := binary.AppendUvarint(nil, uint64(len(m.globals)))
+			for i, g := range m.globals {
+				if !g.mutable {
+					body = append(body, g.raw...)
+					continue
+				}
+				body = append(body, g.valType, 1)
+				body = appendConst(body, g.valType, vals[i])
+			}
+			s = wasmSection{secGlobal, body}
+		case secData:
+			continue
+		case secDataCount:
+			s = wasmSection{secDataCount, binary.AppendUvarint(nil, uint64(len(segs)))}
+		}
+		secs = append(secs, s)
+	}
+	body := binary.AppendUvarint(nil, uint64(len(segs)))
+	for _, sg := range segs {
+		body = append(body, 0, 0x41)
+		body = appendSLEB(body, int64(int32(uint32(sg.off))))
+		body = append(body, 0x0b)
+		body = binary.AppendUvarint(body, uint64(len(sg.b)))
+		body = append(body, sg.b...)
+	}
+	return joinSections(insertSection(secs, wasmSection{secData, body}))
+}
+
+type dataSeg struct {
+	off int
+	b   []byte
+}
+
+// dataSegments covers the non-zero 4 KiB blocks of mem with as few segments
+// as the zero blocks between them allow.
+func dataSegments(mem []byte) []dataSeg {
+	const block = 4096
+	var segs []dataSeg
+	start := -1
+	for off := 0; off < len(mem); off += block {
+		end := min(off+block, len(mem))
+		zero := allZero(mem[off:end])
+		switch {
+		case !zero && start < 0:
+			start = off
+		case zero && start >= 0:
+			segs = append(segs, dataSeg{start, mem[start:off]})
+			start = -1
+		}
+	}
+	if start >= 0 {
+		segs = append(segs, dataSeg{start, mem[start:]})
+	}
+	return segs
+}
+
+func allZero(b []byte) bool {
+	for len(b) >= 8 {
+		if binary.LittleEndian.Uint64(b) != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func appendConst(b []byte, vt byte, v uint64) []byte {
+	switch vt {
+	case 0x7f:
+		b = append(b, 0x41)
+		b = appendSLEB(b, int64(int32(uint32(v))))
+	case 0x7e:
+		b = append(b, 0x42)
+		b = appendSLEB(b, int64(v))
+	case 0x7d:
+		b = append(b, 0x43)
+		b = binary.LittleEndian.AppendUint32(b, uint32(v))
+	case 0x7c:
+		b = append(b, 0x44)
+		b = binary.LittleEndian.AppendUint64(b, v)
+	}
+	return append(b, 0x0b)
+}
+
+func appendSLEB(b []byte, v int64) []byte {
+	for {
+		c := byte(v & 0x7f)
+		v >>= 7
+		if (v == 0 && c&0x40 == 0) || (v == -1 && c&0x40 != 0) {
+			return append(b, c)
+		}
+		b = append(b, c|0x80)
+	}
+}
+
+func appendName(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// insertSection places s among secs in the order the format requires.
+func insertSection(secs []wasmSection, s wasmSection) []wasmSection {
+	want := sectionOrder[s.id]
+	at := len(secs)
+	for i, x := range secs {
+		if x.id != secCustom && sectionOrder[x.id] > want {
+			at = i
+			break
+		}
+	}
+	out := make([]wasmSection, 0, len(secs)+1)
+	out = append(out, secs[:at]...)
+	out = append(out, s)
+	return append(out, secs[at:]...)
+}
+
+func joinSections(secs []wasmSection) []byte {
+	n := 8
+	for _, s := range secs {
+		n += 1 + binary.MaxVarintLen32 + len(s.body)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, "\x00asm\x01\x00\x00\x00"...)
+	for _, s := range secs {
+		if len(s.body) > math.MaxUint32 {
+			panic("wasm: section too large")
+		}
+		b = append(b, s.id)
+		b = binary.AppendUvarint(b, uint64(len(s.body)))
+		b = append(b, s.body...)
+	}
+	return b
+}
