@@ -291,7 +291,11 @@ func goBuild(ctx context.Context, abs, dir, mode string, hashIn []string, env, e
 	cacheDir, cacheErr := buildCacheDir()
 	cached := ""
 	if cacheErr == nil {
-		cached = filepath.Join(cacheDir, key+".bin")
+		ext := ".wasm"
+		if strings.HasPrefix(mode, "native") {
+			ext = ".bin"
+		}
+		cached = filepath.Join(cacheDir, key+ext)
 		if data, err := os.ReadFile(cached); err == nil && len(data) > 0 {
 			return data, nil
 		}
