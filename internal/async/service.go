@@ -163,7 +163,7 @@ func (s *Service) Open(ctx context.Context) error {
 	if b == nil {
 		return errors.New("async: no bus configured")
 	}
-	work, err := ensureStream(ctx, b, jetstream.StreamConfig{
+	work, err := b.EnsureStream(ctx, jetstream.StreamConfig{
 		Name:        bus.StreamAsync,
 		Description: "Nimbus async invocations (work queue)",
 		Subjects:    []string{bus.SubjectAsync + ".>"},
@@ -178,7 +178,7 @@ func (s *Service) Open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("async: %w", err)
 	}
-	dlq, err := ensureStream(ctx, b, jetstream.StreamConfig{
+	dlq, err := b.EnsureStream(ctx, jetstream.StreamConfig{
 		Name:        bus.StreamDeadLetters,
 		Description: "Nimbus dead letters: async events whose attempts ran out",
 		Subjects:    []string{bus.SubjectDeadLetters + ".>"},
@@ -191,7 +191,7 @@ func (s *Service) Open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("async: %w", err)
 	}
-	res, err := ensureKeyValue(ctx, b, jetstream.KeyValueConfig{
+	res, err := b.OpenKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:         bus.BucketAsyncResults,
 		Description:    "Nimbus async invocation status and results by id",
 		History:        1,

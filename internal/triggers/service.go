@@ -92,17 +92,17 @@ func (s *Service) Open(ctx context.Context) error {
 	if b == nil {
 		return errors.New("triggers: no bus configured")
 	}
-	kv, err := ensureKeyValue(ctx, b, jetstream.KeyValueConfig{Bucket: bus.BucketTriggers, Description: "Nimbus triggers, topics and queues", History: 1, Storage: jetstream.FileStorage})
+	kv, err := b.OpenKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bus.BucketTriggers, Description: "Nimbus triggers, topics and queues", History: 1, Storage: jetstream.FileStorage})
 	if err != nil {
 		return fmt.Errorf("triggers: %w", err)
 	}
-	if _, err := ensureStream(ctx, b, jetstream.StreamConfig{
+	if _, err := b.EnsureStream(ctx, jetstream.StreamConfig{
 		Name: bus.StreamEvents, Description: "Nimbus topic events (CloudEvents)", Subjects: []string{bus.SubjectEvents + ".>"},
 		Storage: jetstream.FileStorage, MaxAge: 7 * 24 * time.Hour, MaxBytes: 1 << 30, Discard: jetstream.DiscardOld, Duplicates: 2 * time.Minute,
 	}); err != nil {
 		return fmt.Errorf("triggers: %w", err)
 	}
-	if _, err := ensureStream(ctx, b, jetstream.StreamConfig{
+	if _, err := b.EnsureStream(ctx, jetstream.StreamConfig{
 		Name: bus.StreamQueues, Description: "Nimbus queues", Subjects: []string{bus.SubjectQueues + ".>"},
 		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, MaxBytes: 1 << 30, Discard: jetstream.DiscardNew, Duplicates: 2 * time.Minute,
 	}); err != nil {
@@ -111,7 +111,7 @@ func (s *Service) Open(ctx context.Context) error {
 	// The changes stream belongs to whoever emits changes; create it only when
 	// missing, so that its owner's configuration wins.
 	if _, err := b.JS.Stream(ctx, bus.StreamChanges); errors.Is(err, jetstream.ErrStreamNotFound) {
-		if _, err := ensureStream(ctx, b, jetstream.StreamConfig{
+		if _, err := b.EnsureStream(ctx, jetstream.StreamConfig{
 			Name: bus.StreamChanges, Description: "Nimbus kv and object change events", Subjects: []string{bus.SubjectChanges + ".>"},
 			Storage: jetstream.FileStorage, MaxAge: 24 * time.Hour, MaxBytes: 1 << 30, Discard: jetstream.DiscardOld,
 		}); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {

@@ -1,4 +1,4 @@
-package async
+package bus
 
 import (
 	"context"
@@ -7,14 +7,12 @@ import (
 	"slices"
 
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/nimbusfn/nimbus/internal/bus"
 )
 
-// ensureStream creates the stream, or updates it only when a setting Nimbus
+// EnsureStream creates the stream, or updates it only when a setting Nimbus
 // chooses differs: every node starts with this call, and an update that
 // changes nothing still rewrites the stream's store configuration.
-func ensureStream(ctx context.Context, b *bus.Bus, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+func (b *Bus) EnsureStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
 	if cfg.Replicas == 0 {
 		cfg.Replicas = b.Replicas()
 	}
@@ -39,8 +37,8 @@ func ensureStream(ctx context.Context, b *bus.Bus, cfg jetstream.StreamConfig) (
 	return st, nil
 }
 
-// ensureKeyValue opens a bucket, creating it when missing.
-func ensureKeyValue(ctx context.Context, b *bus.Bus, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+// OpenKeyValue opens a bucket, creating it when missing.
+func (b *Bus) OpenKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	kv, err := b.JS.KeyValue(ctx, cfg.Bucket)
 	if err == nil {
 		return kv, nil
