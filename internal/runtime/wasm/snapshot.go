@@ -40,7 +40,11 @@ const snapMagic = "NSNAP1\n"
 // read during initialisation is part of it.
 func snapshotKey(codeKey string, spec *runtime.Spec, limitPages uint32) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%d\x00", snapshotFormat, codeKey, spec.Tenant, spec.Function, limitPages)
+	// What initialisation can see is the code, its environment and its memory
+	// cap, nothing else (no names, no tenant): identical inputs give an
+	// identical image, so functions deployed with the same code and
+	// configuration share one snapshot (and one compile).
+	fmt.Fprintf(h, "%s\x00%s\x00%d\x00", snapshotFormat, codeKey, limitPages)
 	for _, k := range slices.Sorted(maps.Keys(spec.Env)) {
 		fmt.Fprintf(h, "%s=%s\x00", k, spec.Env[k])
 	}

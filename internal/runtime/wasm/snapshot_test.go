@@ -240,28 +240,37 @@ func TestSnapshotDiskCache(t *testing.T) {
 
 // TestSnapshotInBackground: the first instance starts from the plain module
 // and starts the snapshot; later instances start from it.
-func TestSnapshotInBackground(t *testing.T) {
+func TestSnapshotAtDeploySharedByConfig(t *testing.T) {
 	r := newRuntime(t)
-	spec := runtime.Spec{Function: "hello-bg", Version: 1, Runtime: runtime.Wasm, Snapshot: true}
+	spec := runtime.Spec{Function: "hello-a", Version: 1, Runtime: runtime.Wasm, Snapshot: true}
 	tpl, err := r.Prepare(context.Background(), &spec, helloMod.get(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tpl.Close()
-	if isSnapshot(tpl) {
-		t.Fatal("Prepare took the snapshot itself")
+	if !isSnapshot(tpl) {
+		t.Fatal("Prepare did not leave a snapshot: the first start would be a plain one")
 	}
-	first := newInstance(t, tpl)
-	if rec := mustInvoke(t, first, request("GET", "/", nil)); rec.body.String() != "Hello, world!" {
+	if rec := mustInvoke(t, newInstance(t, tpl), request("GET", "/?name=a", nil)); rec.body.String() != "Hello, a!" {
 		t.Fatalf("got %q", rec.body.String())
 	}
-	eventually(t, 60*time.Second, func() error {
-		if !isSnapshot(tpl) {
-			return errors.New("no snapshot yet")
-		}
-		return nil
-	})
-	if rec := mustInvoke(t, newInstance(t, tpl), request("GET", "/?name=bg", nil)); rec.body.String() != "Hello, bg!" {
+	// Another function with the same code and configuration reuses the image.
+	compiles := r.ModuleCacheStats().Compiles
+	spec2 := runtime.Spec{Function: "hello-b", Tenant: "other", Version: 3, Runtime: runtime.Wasm, Snapshot: true}
+	tpl2, err := r.Prepare(context.Background(), &spec2, helloMod.get(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tpl2.Close()
+	if !isSnapshot(tpl2) {
+		t.Fatal("second function has no snapshot")
+	}
+	// Loading the shared image from the disk cache compiles it once at
+	// most; taking a new snapshot would compile the capture module too.
+	if got := r.ModuleCacheStats().Compiles; got > compiles+1 {
+		t.Fatalf("same code and config snapshotted again: %d → %d compiles", compiles, got)
+	}
+	if rec := mustInvoke(t, newInstance(t, tpl2), request("GET", "/?name=b", nil)); rec.body.String() != "Hello, b!" {
 		t.Fatalf("got %q", rec.body.String())
 	}
 }

@@ -231,10 +231,9 @@ func (r *Runtime) Prepare(ctx context.Context, spec *runtime.Spec, code []byte) 
 	t.modCfg = t.baseConfig()
 	t.refs.Store(1)
 
-	// A snapshot is taken (or read from the disk cache) in the background
-	// when the first instance starts, so that deployed functions that are
-	// never called cost no snapshot. The plain module, with its mutable
-	// globals exported for the capture, serves until then.
+	// A snapshot is taken (or read from the disk cache) at the end of
+	// Prepare, i.e. at deploy. The plain module, with its mutable globals
+	// exported for the capture, serves if the snapshot is refused.
 	if spec.Runtime == runtime.Wasm && spec.Snapshot {
 		sm, err := analyseForSnapshot(code)
 		var capture []byte
@@ -265,6 +264,13 @@ func (r *Runtime) Prepare(ctx context.Context, spec *runtime.Spec, code []byte) 
 	}
 	r.mods.hold(src.key)
 	r.mods.release(e)
+	if t.snap {
+		// Snapshot at deploy, so that even the first start of the version is
+		// a snapshot start. Code and configuration already snapshotted (by
+		// this or another function) come from the disk cache.
+		t.snapStarted.Store(true)
+		t.snapshotNow(ctx)
+	}
 	return t, nil
 }
 
