@@ -188,8 +188,8 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// headerOnce records whether the function's response has started and sets the
-// invocation id header before the first write.
+// headerOnce records whether the function's response has started, so that an
+// error after that point is not answered with a second status line.
 type headerOnce struct {
 	http.ResponseWriter
 	wrote bool
