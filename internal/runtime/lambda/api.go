@@ -147,7 +147,10 @@ func (s *apiServer) close() {
 
 func (s *apiServer) next(w http.ResponseWriter, r *http.Request) {
 	s.readyOnce.Do(func() { close(s.ready) })
-	s.tag.Store(nil)
+	// The tag keeps the last invocation's id until the next event is handed
+	// out: output the process wrote before asking for the next event may
+	// still be in the pipe, and one invocation runs at a time, so it belongs
+	// to the invocation that just answered.
 	s.mu.Lock()
 	if prev := s.current; prev != nil {
 		// Asking for the next event abandons the one in hand.
