@@ -198,9 +198,13 @@ func (t *Tracer) run(ctx context.Context, done chan struct{}) {
 	tick := time.NewTicker(t.cfg.FlushInterval)
 	defer tick.Stop()
 	batch := make([]*Span, 0, t.cfg.BatchSize)
-	flush := func(ctx context.Context) {
+	// Each export gets its own timeout, never the run context: Stop cancels
+	// that, and must let an export already under way finish.
+	flush := func() {
 		if len(batch) > 0 {
-			t.send(ctx, batch)
+			sctx, cancel := context.WithTimeout(context.Background(), t.cfg.Timeout)
+			t.send(sctx, batch)
+			cancel()
 			clear(batch)
 			batch = batch[:0]
 		}
@@ -210,26 +214,24 @@ func (t *Tracer) run(ctx context.Context, done chan struct{}) {
 		case s := <-t.ch:
 			batch = append(batch, s)
 			if len(batch) >= t.cfg.BatchSize {
-				flush(ctx)
+				flush()
 			}
 		case <-tick.C:
-			flush(ctx)
+			flush()
 		case <-ctx.Done():
-			fctx, cancel := context.WithTimeout(context.Background(), t.cfg.Timeout)
-			defer cancel()
 			for {
 				select {
 				case s := <-t.ch:
 					batch = append(batch, s)
 					if len(batch) >= t.cfg.BatchSize {
-						flush(fctx)
+						flush()
 					}
 					continue
 				default:
 				}
 				break
 			}
-			flush(fctx)
+			flush()
 			return
 		}
 	}
