@@ -38,12 +38,25 @@ func client(c int) *http.Client {
 }
 
 // load sends GET url from c workers for d and records each latency.
-func load(url string, c int, d time.Duration) result {
+func load(url string, c int, d time.Duration) result { return loadHeader(url, nil, c, d) }
+
+// loadHeader is load with header on every request.
+func loadHeader(url string, header http.Header, c int, d time.Duration) result {
 	cl := client(c)
 	defer cl.CloseIdleConnections()
+	get := func() (*http.Response, error) {
+		req, err := http.NewRequest(http.MethodGet, url, nil)
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range header {
+			req.Header[k] = v
+		}
+		return cl.Do(req)
+	}
 	// Warm every connection first.
 	for i := 0; i < c; i++ {
-		if resp, err := cl.Get(url); err == nil {
+		if resp, err := get(); err == nil {
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 		}
@@ -61,7 +74,7 @@ func load(url string, c int, d time.Duration) result {
 			lat := make([]time.Duration, 0, 1<<16)
 			for !stop.Load() {
 				t0 := time.Now()
-				resp, err := cl.Get(url)
+				resp, err := get()
 				if err != nil {
 					errs.Add(1)
 					continue

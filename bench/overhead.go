@@ -7,8 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -59,65 +57,6 @@ func createInvokeKey(base string) (string, error) {
 		return "", fmt.Errorf("creating a key: %d %s", resp.StatusCode, b)
 	}
 	return k.Key, nil
-}
-
-// loadWith is load with a header on every request.
-func loadWith(url string, header http.Header, c int, d time.Duration) result {
-	cl := client(c)
-	defer cl.CloseIdleConnections()
-	get := func() (*http.Response, error) {
-		req, err := http.NewRequest(http.MethodGet, url, nil)
-		if err != nil {
-			return nil, err
-		}
-		for k, v := range header {
-			req.Header[k] = v
-		}
-		return cl.Do(req)
-	}
-	for i := 0; i < c; i++ {
-		if resp, err := get(); err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-		}
-	}
-	var stop atomic.Bool
-	var mu sync.Mutex
-	var all []time.Duration
-	var errs atomic.Int64
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i := 0; i < c; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			lat := make([]time.Duration, 0, 1<<16)
-			for !stop.Load() {
-				t0 := time.Now()
-				resp, err := get()
-				if err != nil {
-					errs.Add(1)
-					continue
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					errs.Add(1)
-					continue
-				}
-				lat = append(lat, time.Since(t0))
-			}
-			mu.Lock()
-			all = append(all, lat...)
-			mu.Unlock()
-		}()
-	}
-	time.Sleep(d)
-	stop.Store(true)
-	wg.Wait()
-	el := time.Since(start)
-	slices.Sort(all)
-	return result{requests: len(all), errors: int(errs.Load()), elapsed: el, lat: all}
 }
 
 // overheadVariant is one server configuration of the overhead suite.
@@ -178,7 +117,7 @@ func overheadSuite() error {
 			}
 			v.header = http.Header{"Authorization": {"Bearer " + key}}
 			// The keyed function refuses a call without its key.
-			if r := loadWith(v.url, nil, 1, 50*time.Millisecond); r.requests != 0 {
+			if r := loadHeader(v.url, nil, 1, 50*time.Millisecond); r.requests != 0 {
 				return fmt.Errorf("the auth: key function answered %d calls without a key", r.requests)
 			}
 		}
@@ -188,7 +127,7 @@ func overheadSuite() error {
 	rounds := max(2, int(*duration/time.Second))
 	for i := 0; i < rounds; i++ {
 		for _, v := range vs {
-			v.res = merge(v.res, loadWith(v.url, v.header, *conns, *duration/time.Duration(rounds)))
+			v.res = merge(v.res, loadHeader(v.url, v.header, *conns, *duration/time.Duration(rounds)))
 		}
 	}
 	// Let the tracer flush, so the export counts show it ran.
