@@ -131,8 +131,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			telemetry.String("faas.name", name), telemetry.String("faas.invocation_id", req.InvocationID))
 		telemetry.Inject(ctx, r.Header)
 	}
-	rw := &headerOnce{ResponseWriter: w}
-	_, err := g.cfg.Invoker.Invoke(ctx, t, req, rw)
+	rec, err := g.cfg.Invoker.Invoke(ctx, t, req, w)
 	if span != nil {
 		if err != nil {
 			span.Fail(err.Error())
@@ -140,7 +139,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		span.End(telemetry.StatusOK)
 	}
 	if err != nil {
-		if rw.wrote {
+		if rec != nil && rec.Status != 0 {
 			return // the function already streamed part of its answer
 		}
 		if body.exceeded {
@@ -151,10 +150,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return // the client went away
 		}
 		apierr.Write(w, invoke.HTTPError(name, err))
-		return
-	}
-	if !rw.wrote {
-		rw.WriteHeader(http.StatusOK)
 	}
 }
 
@@ -187,32 +182,3 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 	b.left -= int64(n)
 	return n, err
 }
-
-// headerOnce records whether the function's response has started, so that an
-// error after that point is not answered with a second status line.
-type headerOnce struct {
-	http.ResponseWriter
-	wrote bool
-}
-
-func (w *headerOnce) WriteHeader(code int) {
-	if !w.wrote {
-		w.wrote = true
-		w.ResponseWriter.WriteHeader(code)
-	}
-}
-
-func (w *headerOnce) Write(b []byte) (int, error) {
-	if !w.wrote {
-		w.WriteHeader(http.StatusOK)
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *headerOnce) Flush() {
-	if f, ok := w.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-func (w *headerOnce) Unwrap() http.ResponseWriter { return w.ResponseWriter }

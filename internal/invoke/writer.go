@@ -8,17 +8,20 @@ import (
 	"github.com/nimbusfn/nimbus/internal/runtime"
 )
 
-// statusWriter remembers the status a function answered with.
+// statusWriter remembers the status a function answered with; a non-zero
+// status means the response has started (the gateway reads it from the record).
 type statusWriter struct {
 	http.ResponseWriter
 	status int
 }
 
+// WriteHeader passes the first status on and ignores later ones, so callers
+// can tell from status whether the response has started.
 func (w *statusWriter) WriteHeader(code int) {
 	if w.status == 0 {
 		w.status = code
+		w.ResponseWriter.WriteHeader(code)
 	}
-	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *statusWriter) Write(b []byte) (int, error) {
