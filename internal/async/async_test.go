@@ -373,7 +373,7 @@ func TestDestinationsAndCallback(t *testing.T) {
 		mu.Unlock()
 	}))
 	defer srv.Close()
-	s := startService(t, b, inv, nil)
+	s := startService(t, b, inv, func(c *Config) { c.CallbackLoopback = true })
 	w := postAsync(t, s, inv, "work", []byte("a"), http.Header{"X-Callback-Url": {srv.URL + "/cb"}})
 	id := w.Header().Get("X-Nimbus-Invocation-Id")
 	w = postAsync(t, s, inv, "work", []byte("fail"), nil)
@@ -493,5 +493,47 @@ func TestClientErrorIsNotRetried(t *testing.T) {
 	}
 	if h := redact(http.Header{"Authorization": {"Bearer secret"}, "X-A": {"1"}}); h.Get("Authorization") != "[redacted]" || h.Get("X-A") != "1" {
 		t.Fatalf("redact: %v", h)
+	}
+}
+
+// TestCallbackLoopbackRefused: by default a caller cannot point a result
+// callback at the server's own side of the network — a literal loopback or
+// metadata address is a 400 at request time, and a name that resolves to one
+// (or a redirect to one) is refused when the callback dials.
+func TestCallbackLoopbackRefused(t *testing.T) {
+	b := openBus(t, t.TempDir())
+	inv := newInvoker()
+	inv.add("work", registry.Config{Runtime: "process"}, nil)
+	s := startService(t, b, inv, nil)
+	for _, u := range []string{"http://127.0.0.1:8080/api/v1/functions", "http://localhost/x", "http://[::1]/x",
+		"http://169.254.169.254/latest/meta-data", "http://0.0.0.0:9/", "http://api.localhost/"} {
+		w := postAsync(t, s, inv, "work", []byte("a"), http.Header{"X-Callback-Url": {u}})
+		if w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "loopback") {
+			t.Errorf("callback %s: %d %s, want 400 naming loopback", u, w.Code, w.Body)
+		}
+	}
+	hit := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hit <- struct{}{} }))
+	defer srv.Close()
+	// A name that resolves to loopback is refused at dial time.
+	byName := strings.Replace(srv.URL, "127.0.0.1", "localhost", 1)
+	for _, u := range []string{srv.URL, byName} {
+		_, err := newCallbackClient(false).Post(u, "application/json", strings.NewReader("{}"))
+		if !errors.Is(err, errCallbackAddr) {
+			t.Errorf("POST %s: %v, want errCallbackAddr", u, err)
+		}
+	}
+	if _, err := newCallbackClient(true).Post(srv.URL, "application/json", strings.NewReader("{}")); err != nil {
+		t.Fatalf("with CallbackLoopback: %v", err)
+	}
+	select {
+	case <-hit:
+	default:
+		t.Fatal("the allowed callback did not reach the server")
+	}
+	select {
+	case <-hit:
+		t.Fatal("a refused callback reached the server")
+	default:
 	}
 }

@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"net"
 	"net/http"
+	"net/netip"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nimbusfn/nimbus/internal/registry"
@@ -89,7 +93,43 @@ func (s *Service) queueCallback(c callback) {
 	}
 }
 
-var callbackClient = &http.Client{Timeout: 10 * time.Second}
+// errCallbackAddr refuses a callback to an address the server keeps to itself.
+var errCallbackAddr = errors.New("callback address is loopback, link-local or unspecified; the server does not POST there (nimbus serve --callback-loopback allows it)")
+
+// newCallbackClient returns the client that POSTs results. Unless loopback
+// is true, its dialer refuses loopback, link-local and unspecified addresses
+// at connect time, so neither a redirect nor a name that resolves to one
+// (DNS rebinding) gets around the check.
+func newCallbackClient(loopback bool) *http.Client {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	if !loopback {
+		d.Control = func(network, address string, _ syscall.RawConn) error {
+			host, _, err := net.SplitHostPort(address)
+			if err != nil {
+				return err
+			}
+			ip, err := netip.ParseAddr(host)
+			if err != nil {
+				return err
+			}
+			if !callbackAddrAllowed(ip) {
+				return errCallbackAddr
+			}
+			return nil
+		}
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DialContext = d.DialContext
+	tr.Proxy = nil
+	return &http.Client{Timeout: 10 * time.Second, Transport: tr}
+}
+
+// callbackAddrAllowed reports whether a callback may connect to ip.
+func callbackAddrAllowed(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	return !ip.IsLoopback() && !ip.IsLinkLocalUnicast() && !ip.IsLinkLocalMulticast() &&
+		!ip.IsUnspecified() && !ip.IsInterfaceLocalMulticast()
+}
 
 func (s *Service) callbackLoop() {
 	defer s.wg.Done()
@@ -115,7 +155,11 @@ func (s *Service) sendCallback(c callback) {
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("X-Nimbus-Invocation-Id", c.id)
 		req.Header.Set("X-Nimbus-Status", c.st)
-		resp, err := callbackClient.Do(req)
+		resp, err := s.cbClient.Do(req)
+		if errors.Is(err, errCallbackAddr) {
+			s.log.Warn("callback refused", "id", c.id, "url", c.url, "err", err)
+			return
+		}
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode < 500 {

@@ -79,5 +79,8 @@
 // Result; "topic:NAME" publishes the Result to the topic; an http(s) URL is
 // POSTed the Result body (status, headers X-Nimbus-Invocation-Id,
 // X-Nimbus-Status) by a small pool of callback senders, up to 3 tries, never
-// holding an invocation worker.
+// holding an invocation worker. Callbacks never reach loopback, link-local
+// or unspecified addresses (checked on the URL at request time, 400, and again
+// by the dialer, so names and redirects do not get around it) unless the
+// server runs with --callback-loopback (nimbus dev does).
 package async

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -78,6 +79,11 @@ type Config struct {
 	DeadLetterMaxAge time.Duration
 	// Replicas overrides the bus's replica count for the streams (0 = bus).
 	Replicas int
+	// CallbackLoopback lets result callbacks (X-Callback-Url and URL
+	// destinations) reach loopback, link-local and unspecified addresses.
+	// Off, a caller cannot make the server POST to its own admin API, a
+	// neighbour on 127.0.0.1 or a cloud metadata service (169.254.169.254).
+	CallbackLoopback bool
 }
 
 func (c *Config) defaults() {
@@ -131,6 +137,7 @@ type Service struct {
 	wg      sync.WaitGroup
 
 	callbacks chan callback
+	cbClient  *http.Client
 }
 
 // New builds a Service; Start opens its streams and starts its workers.
@@ -142,6 +149,7 @@ func New(cfg Config) *Service {
 		topics:    cfg.Topics,
 		workers:   map[string]*worker{},
 		callbacks: make(chan callback, 1024),
+		cbClient:  newCallbackClient(cfg.CallbackLoopback),
 	}
 }
 
@@ -330,7 +338,7 @@ func (s *Service) Enqueue(ctx context.Context, t Target, req *runtime.Request) (
 		opt.IdempotencyKey = req.Header.Get("Idempotency-Key")
 		opt.Callback = req.Header.Get("X-Callback-Url")
 	}
-	if err := checkOptions(opt); err != nil {
+	if err := s.checkOptions(opt); err != nil {
 		return "", err
 	}
 	var body []byte
@@ -369,7 +377,7 @@ func (s *Service) EnqueueEvent(ctx context.Context, t Target, ev Envelope, opt O
 	if _, err := s.cfg.Invoker.Resolve(t); err != nil {
 		return "", err
 	}
-	if err := checkOptions(opt); err != nil {
+	if err := s.checkOptions(opt); err != nil {
 		return "", err
 	}
 	if size := len(ev.Data) + len(ev.DataBase64); int64(size) > s.cfg.MaxPayload {
@@ -383,7 +391,7 @@ func (s *Service) EnqueueEvent(ctx context.Context, t Target, ev Envelope, opt O
 	return s.enqueue(ctx, j, opt)
 }
 
-func checkOptions(opt Options) error {
+func (s *Service) checkOptions(opt Options) error {
 	if len(opt.IdempotencyKey) > MaxIdempotencyKey {
 		return apierr.New(apierr.BadRequest, "Idempotency-Key is %d bytes long; use at most %d", len(opt.IdempotencyKey), MaxIdempotencyKey)
 	}
@@ -392,8 +400,24 @@ func checkOptions(opt Options) error {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return apierr.New(apierr.BadRequest, "X-Callback-Url %q is not an http(s) URL", opt.Callback)
 		}
+		if !s.cfg.CallbackLoopback && !callbackHostAllowed(u.Hostname()) {
+			return apierr.New(apierr.BadRequest, "X-Callback-Url %q points at a loopback, link-local or unspecified address, which this server does not call; give an address reachable from outside it (or start the server with --callback-loopback)", opt.Callback)
+		}
 	}
 	return nil
+}
+
+// callbackHostAllowed is the early, literal form of the dialer's check: a
+// URL naming localhost or a refused IP is a 400 at request time rather than
+// a callback silently dropped later.
+func callbackHostAllowed(host string) bool {
+	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
+		return false
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return callbackAddrAllowed(ip)
+	}
+	return true
 }
 
 func tooLarge(limit int64) error {

@@ -77,5 +77,8 @@ of each. Ctrl-C stops it; the functions stay deployed for the next start.`,
 	c.Flags().StringVar(&stackFile, "stack", filepath.Join("examples", "nimbus.yaml"), "stack file whose functions are deployed at start")
 	c.Flags().Lookup("s3-listen").DefValue = "127.0.0.1:9000"
 	_ = c.Flags().Set("s3-listen", "127.0.0.1:9000")
+	// On a laptop the webhook receiver under test is usually on localhost.
+	c.Flags().Lookup("callback-loopback").DefValue = "true"
+	_ = c.Flags().Set("callback-loopback", "true")
 	return c
 }

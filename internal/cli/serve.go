@@ -37,6 +37,7 @@ func (f *serveFlags) add(c *cobra.Command, listen string) {
 	fl.StringVar(&f.cfg.Node, "node", "", "this node's name (default: host name)")
 	fl.DurationVar(&f.cfg.LogRetention, "log-retention", 7*24*time.Hour, "how long function logs are kept")
 	fl.StringVar(&f.logLevel, "log-level", "info", "server log level: debug, info, warn, error")
+	fl.BoolVar(&f.cfg.CallbackLoopback, "callback-loopback", false, "let async result callbacks (X-Callback-Url, URL destinations) reach loopback and link-local addresses")
 }
 
 func (f *serveFlags) config(stderr *os.File) (server.Config, error) {

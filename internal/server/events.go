@@ -15,7 +15,7 @@ import (
 
 // startEvents starts async invocation and the triggers, and mounts their routes.
 func (s *Server) startEvents(ctx context.Context, mux *http.ServeMux) error {
-	s.Async = async.New(async.Config{Bus: s.Bus, Invoker: s.Invoker, Node: s.cfg.Node, Logger: s.cfg.Logger})
+	s.Async = async.New(async.Config{Bus: s.Bus, Invoker: s.Invoker, Node: s.cfg.Node, Logger: s.cfg.Logger, CallbackLoopback: s.cfg.CallbackLoopback})
 	if err := s.Async.Start(ctx); err != nil {
 		return err
 	}

@@ -71,7 +71,10 @@ type Config struct {
 	// measure what metering costs (go run ./bench -suite overhead); a server
 	// that bills must leave it off.
 	NoMetering bool
-	Logger     *slog.Logger
+	// CallbackLoopback lets async result callbacks reach loopback and
+	// link-local addresses (refused by default; see async.Config).
+	CallbackLoopback bool
+	Logger           *slog.Logger
 }
 
 // Server is a running Nimbus.
