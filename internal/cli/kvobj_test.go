@@ -39,7 +39,7 @@ func storageServer(t *testing.T) (*httptest.Server, *kv.Service) {
 	if err := obj.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	creds, err := s3.NewKVCredentials(ctx, b)
+	creds, err := s3.NewKVCredentials(ctx, b, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,11 @@ func (s *Server) startStorage(ctx context.Context, mux *http.ServeMux) error {
 	s.onStop(s.Objects.Stop)
 	s.Objects.Routes(mux, tenantOf)
 
-	creds, err := s3.NewKVCredentials(ctx, s.Bus)
+	kek, err := s.Tenants.DeriveKey("s3-credentials")
+	if err != nil {
+		return err
+	}
+	creds, err := s3.NewKVCredentials(ctx, s.Bus, kek)
 	if err != nil {
 		return err
 	}

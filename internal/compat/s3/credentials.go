@@ -2,6 +2,8 @@ package s3
 
 import (
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/rand"
 	"encoding/base32"
 	"encoding/base64"
@@ -17,9 +19,11 @@ import (
 )
 
 // CredentialsBucket holds S3 access keys. SigV4 needs the secret itself (it is
-// an HMAC key), so secrets are stored recoverably: this KV bucket is private
-// to the server — no API lists or reads it except GET /api/v1/objects-credentials,
-// which returns only the caller's own tenant's key.
+// an HMAC key), so secrets are stored recoverably: sealed with AES-GCM under
+// the server's key encryption key when one is given (the server always gives
+// one, derived from its secrets key), in a KV bucket private to the server —
+// no API lists or reads it except GET /api/v1/objects-credentials, which
+// returns only the caller's own tenant's key.
 const CredentialsBucket = "nimbus_s3_credentials"
 
 // ErrUnknownAccessKey is what a CredentialStore answers for an access key it
@@ -41,24 +45,46 @@ type Credentials struct {
 // key.{AKID} → {tenant, secret, created}; tenant.{tenant} → the tenant's
 // standing access key id.
 type KVCredentials struct {
-	kv jetstream.KeyValue
+	kv   jetstream.KeyValue
+	aead cipher.AEAD // nil: secrets stored in the clear
 }
 
 var _ CredentialStore = (*KVCredentials)(nil)
 
 type storedKey struct {
-	Tenant  string    `json:"tenant"`
-	Secret  string    `json:"secret"`
+	Tenant string `json:"tenant"`
+	// Secret is the secret in the clear (a store without a key encryption
+	// key); Sealed is nonce||AES-GCM(secret) bound to the key id and tenant.
+	Secret  string    `json:"secret,omitempty"`
+	Sealed  []byte    `json:"sealed,omitempty"`
 	Created time.Time `json:"created"`
 }
 
-// NewKVCredentials opens (creating if needed) the credentials bucket.
-func NewKVCredentials(ctx context.Context, b *bus.Bus) (*KVCredentials, error) {
+// NewKVCredentials opens (creating if needed) the credentials bucket. kek, 32
+// bytes, seals the secrets at rest; nil stores them in the clear.
+func NewKVCredentials(ctx context.Context, b *bus.Bus, kek []byte) (*KVCredentials, error) {
+	c := &KVCredentials{}
+	if kek != nil {
+		blk, err := aes.NewCipher(kek)
+		if err != nil {
+			return nil, fmt.Errorf("s3 credentials: key encryption key: %w", err)
+		}
+		if c.aead, err = cipher.NewGCM(blk); err != nil {
+			return nil, fmt.Errorf("s3 credentials: key encryption key: %w", err)
+		}
+	}
 	kv, err := b.KeyValue(ctx, jetstream.KeyValueConfig{Bucket: CredentialsBucket, Description: "Nimbus S3 access keys (private)"})
 	if err != nil {
 		return nil, fmt.Errorf("s3 credentials: %w", err)
 	}
-	return &KVCredentials{kv: kv}, nil
+	c.kv = kv
+	return c, nil
+}
+
+// keyAD binds a sealed secret to its access key and tenant, so a record
+// copied under another key or tenant does not open.
+func keyAD(accessKeyID, tenant string) []byte {
+	return []byte("nimbus-s3/" + accessKeyID + "/" + tenant)
 }
 
 func validAccessKey(id string) bool {
@@ -90,7 +116,18 @@ func (c *KVCredentials) Lookup(ctx context.Context, accessKeyID string) (string,
 	if err := json.Unmarshal(e.Value(), &k); err != nil {
 		return "", "", fmt.Errorf("s3 credentials: access key record: %w", err)
 	}
-	return k.Tenant, k.Secret, nil
+	if len(k.Sealed) == 0 {
+		return k.Tenant, k.Secret, nil
+	}
+	if c.aead == nil || len(k.Sealed) < c.aead.NonceSize() {
+		return "", "", fmt.Errorf("s3 credentials: access key %s is sealed and this server has no key to open it", accessKeyID)
+	}
+	n := c.aead.NonceSize()
+	sec, err := c.aead.Open(nil, k.Sealed[:n], k.Sealed[n:], keyAD(accessKeyID, k.Tenant))
+	if err != nil {
+		return "", "", fmt.Errorf("s3 credentials: access key %s does not open with this server's key (was the data dir's secrets key replaced?)", accessKeyID)
+	}
+	return k.Tenant, string(sec), nil
 }
 
 // Issue creates a new access key pair for tenant (in addition to any others).
@@ -106,7 +143,15 @@ func (c *KVCredentials) Issue(ctx context.Context, tenant string) (Credentials, 
 		AccessKeyID:     "NIMB" + base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(id),
 		SecretAccessKey: base64.RawStdEncoding.EncodeToString(sec),
 	}
-	data, _ := json.Marshal(storedKey{Tenant: tenant, Secret: cr.SecretAccessKey, Created: time.Now().UTC()})
+	sk := storedKey{Tenant: tenant, Created: time.Now().UTC()}
+	if c.aead != nil {
+		nonce := make([]byte, c.aead.NonceSize())
+		_, _ = rand.Read(nonce)
+		sk.Sealed = c.aead.Seal(nonce, nonce, []byte(cr.SecretAccessKey), keyAD(cr.AccessKeyID, tenant))
+	} else {
+		sk.Secret = cr.SecretAccessKey
+	}
+	data, _ := json.Marshal(sk)
 	if _, err := c.kv.Create(ctx, "key."+cr.AccessKeyID, data); err != nil {
 		return Credentials{}, fmt.Errorf("s3 credentials: store access key: %w", err)
 	}

@@ -56,7 +56,7 @@ func newEnv(t testing.TB) *env {
 	if err := obj.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	cr, err := nimbuss3.NewKVCredentials(ctx, b)
+	cr, err := nimbuss3.NewKVCredentials(ctx, b, testKEK)
 	if err != nil {
 		t.Fatal(err)
 	}
