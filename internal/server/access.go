@@ -8,6 +8,7 @@ import (
 
 	"github.com/nimbusfn/nimbus/internal/apierr"
 	"github.com/nimbusfn/nimbus/internal/baas/auth"
+	"github.com/nimbusfn/nimbus/internal/gateway"
 	"github.com/nimbusfn/nimbus/internal/registry"
 	"github.com/nimbusfn/nimbus/internal/tenant"
 )
@@ -96,8 +97,19 @@ func (s *Server) protectAPI(next http.Handler) http.Handler {
 // gatewayTenant decides whose function a data-plane request names: the
 // tenant in the path (/t/{tenant}/fn/…), else the tenant of the API key it
 // carries, else the default tenant.
+//
+// A valid API key of another tenant (not an admin key) naming a function in
+// the path is answered exactly as a function that does not exist, whatever
+// the function's auth mode and whether it exists: a key sees its own
+// tenant's functions only, and the answer tells it no names.
 func (s *Server) gatewayTenant(r *http.Request, pathTenant string) (string, error) {
 	if pathTenant != "" {
+		if k := apiKeyOf(r); k != "" {
+			if p, err := s.Tenants.Authenticate(r.Context(), k); err == nil && p.Tenant != pathTenant && !p.IsAdmin() {
+				_, name, _, _, _, _ := gateway.ParsePath(r.URL.Path)
+				return "", apierr.New(apierr.FunctionNotFound, "no function named %q", name)
+			}
+		}
 		return pathTenant, nil
 	}
 	if k := apiKeyOf(r); k != "" {

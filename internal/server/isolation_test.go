@@ -211,6 +211,35 @@ func TestTenantIsolationMatrix(t *testing.T) {
 		})
 	}
 
+	// A's keys naming B's functions in the path (/t/beta/fn/…) get the very
+	// answer a missing function gets, whatever each function's auth mode:
+	// key, user (end-user tokens) or public.
+	for fn, mode := range map[string]string{"userfn": "user", "pubfn": "public"} {
+		if status, b := deployAs(t, e, keyB, fn, code, registry.Config{Auth: mode}); status != 201 {
+			t.Fatalf("B deploys %s: %d %s", fn, status, b)
+		}
+	}
+	if status, b := call(t, e, "", "GET", "/t/beta/fn/pubfn/sleep?ms=1", nil); status != 200 {
+		t.Fatalf("B's public function without a key: %d %s", status, b)
+	}
+	for kname, k := range map[string]string{"full": keyA, "read": readA, "invoke": invokeA} {
+		mstatus, missing := call(t, e, k, "GET", "/t/beta/fn/nosuchfn/sleep?ms=1", nil)
+		if mstatus != 404 {
+			t.Fatalf("A's %s key, missing function: %d %s", kname, mstatus, missing)
+		}
+		for _, fn := range []string{"secretfn", "secretfn@live", "secretfn@9", "userfn", "pubfn", "nosuchfn@live"} {
+			t.Run("cross-tenant "+kname+" key "+fn, func(t *testing.T) {
+				status, b := call(t, e, k, "GET", "/t/beta/fn/"+fn+"/sleep?ms=1", nil)
+				name, _, _ := strings.Cut(fn, "@")
+				want := strings.ReplaceAll(string(missing), "nosuchfn", name)
+				if status != 404 || string(b) != want {
+					t.Fatalf("got %d %s, want 404 %s (as a missing function)", status, b, want)
+				}
+				noLeak(t, b)
+			})
+		}
+	}
+
 	// An event A publishes to a topic named like B's finds no such topic.
 	status, b := call(t, e, keyA, "POST", "/events/btopic", []byte(`{"specversion":"1.0","id":"1","source":"alpha","type":"t","data":{}}`),
 		"Content-Type", "application/cloudevents+json")
