@@ -14,7 +14,9 @@ const (
 	BucketRegistry = "nimbus_registry"
 	// BucketArtifacts holds function code addressed by SHA-256 (internal/registry).
 	BucketArtifacts = "nimbus_artifacts"
-	// StreamInvocations carries one record per invocation (subjects SubjectInvocations.{tenant}.{function}).
+	// StreamInvocations carries every invocation's record, batched per message
+	// (subjects SubjectInvocations.{tenant}.{function}; internal/metering). It is
+	// the durable usage data: usage is derived from it.
 	StreamInvocations  = "NIMBUS_INVOCATIONS"
 	SubjectInvocations = "nimbus.inv"
 	// StreamLogs carries function log lines (subjects SubjectLogs.{tenant}.{function}).
@@ -29,7 +31,8 @@ const (
 	// StreamEvents carries topic events (CloudEvents) (internal/triggers).
 	StreamEvents  = "NIMBUS_EVENTS"
 	SubjectEvents = "nimbus.events"
-	// StreamUsage carries usage records (internal/metering).
+	// StreamUsage held a copy of each record as usage; nothing writes it any
+	// more (usage derives from StreamInvocations). Kept for stored data.
 	StreamUsage  = "NIMBUS_USAGE"
 	SubjectUsage = "nimbus.usage"
 	// BucketTenants holds tenants, API keys and secrets (internal/tenant).

@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nimbusfn/nimbus/internal/bus"
@@ -27,8 +26,9 @@ const (
 	hourLayout    = "2006010215"
 )
 
-// Usage is the usage record of one invocation, published on
-// bus.SubjectUsage.{tenant}.{function} (stream bus.StreamUsage).
+// Usage is the usage of one invocation. It is derived from the invocation's
+// Record (see Prices.Usage), which is what the invocations stream stores:
+// one durable copy, not a second stream of usage records.
 type Usage struct {
 	Record
 	BilledMS  int64   `json:"billed_ms"`
@@ -36,15 +36,28 @@ type Usage struct {
 	Cost      float64 `json:"cost"`
 }
 
+// Usage is rec's billed milliseconds, GB-seconds and cost at p.
+func (p Prices) Usage(rec *Record) Usage {
+	billed := BilledMS(rec)
+	gbs := GBSeconds(billed, rec.MemoryMB)
+	var reqs int64
+	if billed > 0 {
+		reqs = 1
+	}
+	return Usage{Record: *rec, BilledMS: billed, GBSeconds: gbs, Cost: p.Cost(reqs, gbs)}
+}
+
 // Rollup is the usage of one tenant's function in one hour (UTC).
 //
 // Idempotence: LastSeq is the highest invocations-stream sequence applied to
 // this rollup. The meter reads the stream strictly in order (an ordered
-// consumer from its checkpoint) and updates each rollup with compare-and-set,
-// so every record below LastSeq for this rollup has been applied: a record
-// seen again (a restart from an older checkpoint, a second meter on another
-// node, a redelivery) has Seq ≤ LastSeq and is skipped. This keeps one number
-// per rollup instead of a set of record ids.
+// consumer from its checkpoint), applies every record of a message (a batch
+// of records) in the same update, and updates each rollup with
+// compare-and-set, so every record of a message at or below LastSeq for this
+// rollup has been applied: a record seen again (a restart from an older
+// checkpoint, a second meter on another node, a redelivery) has Seq ≤ LastSeq
+// and is skipped. This keeps one number per rollup instead of a set of
+// record ids.
 type Rollup struct {
 	Tenant            string    `json:"tenant"`
 	Function          string    `json:"function"`
@@ -91,9 +104,10 @@ func RollupKey(tenant, function string, t time.Time) string {
 type MeterConfig struct {
 	Bus    *bus.Bus
 	Prices Prices
-	// MaxAge of the invocations and usage streams (default DefaultRecordRetention).
+	// MaxAge of the invocations stream (default DefaultRecordRetention).
 	MaxAge time.Duration
-	// Batch is how many records are applied per round (default 500).
+	// Batch is how many stream messages (each a batch of records) are
+	// applied per round at most (default 500).
 	Batch  int
 	Logger *slog.Logger
 	// Now is the clock for the current month (tests); default time.Now.
@@ -109,10 +123,9 @@ type MeterStats struct {
 }
 
 // Meter turns invocation records into usage: it reads bus.StreamInvocations
-// in order, rolls records up per tenant/function/hour in BucketUsage,
-// publishes a Usage record per invocation on bus.StreamUsage, keeps each
-// tenant's GB-seconds of the current month in memory for quotas, and answers
-// usage reports.
+// in order, rolls records up per tenant/function/hour in BucketUsage, keeps
+// each tenant's GB-seconds of the current month in memory for quotas, and
+// answers usage reports.
 type Meter struct {
 	cfg MeterConfig
 	log *slog.Logger
@@ -161,17 +174,6 @@ func (m *Meter) Start(ctx context.Context) error {
 	if _, err := b.Stream(ctx, invocationsStream(m.cfg.MaxAge)); err != nil {
 		return fmt.Errorf("meter: %w", err)
 	}
-	if _, err := b.Stream(ctx, jetstream.StreamConfig{
-		Name:        bus.StreamUsage,
-		Description: "Nimbus usage records",
-		Subjects:    []string{bus.SubjectUsage + ".>"},
-		Storage:     jetstream.FileStorage,
-		Discard:     jetstream.DiscardOld,
-		MaxAge:      m.cfg.MaxAge,
-		Duplicates:  2 * time.Minute,
-	}); err != nil {
-		return fmt.Errorf("meter: %w", err)
-	}
 	kv, err := b.KeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      BucketUsage,
 		Description: "Nimbus hourly usage rollups",
@@ -181,7 +183,7 @@ func (m *Meter) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("meter: %w", err)
 	}
-	js, err := jetstream.New(b.Conn, jetstream.WithPublishAsyncMaxPending(2*m.cfg.Batch))
+	js, err := jetstream.New(b.Conn)
 	if err != nil {
 		return fmt.Errorf("meter: jetstream context: %w", err)
 	}
@@ -283,7 +285,10 @@ func (m *Meter) consumeOnce(ctx context.Context) error {
 			return fmt.Errorf("meter: reading invocations: %w", err)
 		}
 		batch = m.appendMsg(batch[:0], msg)
-		for len(batch) < m.cfg.Batch {
+		// Gather what follows closely, for at most 100 ms, so that usage
+		// and quotas lag the invocations by little under steady load.
+		until := time.Now().Add(100 * time.Millisecond)
+		for msgs := 1; msgs < m.cfg.Batch && time.Now().Before(until); msgs++ {
 			msg, err := it.Next(jetstream.NextMaxWait(20 * time.Millisecond))
 			if err != nil {
 				break
@@ -308,25 +313,31 @@ func (m *Meter) consumeOnce(ctx context.Context) error {
 	}
 }
 
-// appendMsg decodes msg; unreadable records advance the checkpoint only.
+// appendMsg decodes msg's records, each with the message's sequence;
+// unreadable records advance the checkpoint only.
 func (m *Meter) appendMsg(batch []seqRecord, msg jetstream.Msg) []seqRecord {
 	meta, err := msg.Metadata()
 	if err != nil {
 		m.bad.Add(1)
 		return batch
 	}
-	sr := seqRecord{seq: meta.Sequence.Stream}
-	if err := json.Unmarshal(msg.Data(), &sr.rec); err != nil || sr.rec.Tenant == "" || sr.rec.Function == "" {
-		m.bad.Add(1)
-		sr.rec = Record{} // counted nowhere; the sequence still moves the checkpoint
-	} else if sr.rec.Start.IsZero() {
-		sr.rec.Start = meta.Timestamp
+	recs, bad := DecodeRecords(msg.Data())
+	m.bad.Add(uint64(bad))
+	if len(recs) == 0 {
+		// Counted nowhere; the sequence still moves the checkpoint.
+		return append(batch, seqRecord{seq: meta.Sequence.Stream})
 	}
-	return append(batch, sr)
+	for _, r := range recs {
+		if r.Start.IsZero() {
+			r.Start = meta.Timestamp
+		}
+		batch = append(batch, seqRecord{seq: meta.Sequence.Stream, rec: r})
+	}
+	return batch
 }
 
-// apply rolls a batch up, publishes its usage records and moves the
-// checkpoint. Applying a batch again is harmless (see Rollup).
+// apply rolls a batch up and moves the checkpoint. Applying a batch again is
+// harmless (see Rollup).
 func (m *Meter) apply(ctx context.Context, batch []seqRecord) error {
 	if len(batch) == 0 {
 		return nil
@@ -349,9 +360,6 @@ func (m *Meter) apply(ctx context.Context, batch []seqRecord) error {
 			return err
 		}
 	}
-	if err := m.publishUsage(batch); err != nil {
-		return err
-	}
 	return m.saveCheckpoint(ctx, batch[len(batch)-1].seq)
 }
 
@@ -372,14 +380,17 @@ func (m *Meter) applyKey(ctx context.Context, key string, recs []*seqRecord) err
 				return fmt.Errorf("meter: rollup %s is unreadable: %w", key, err)
 			}
 		}
+		// Records of one message share its sequence: compare with the
+		// sequence the rollup had before this update.
 		var applied, dup uint64
+		last := r.LastSeq
 		for _, sr := range recs {
-			if sr.seq <= r.LastSeq {
+			if sr.seq <= last {
 				dup++
 				continue
 			}
 			r.add(&sr.rec)
-			r.LastSeq = sr.seq
+			r.LastSeq = max(r.LastSeq, sr.seq)
 			applied++
 		}
 		if applied == 0 {
@@ -412,54 +423,6 @@ func casConflict(err error) bool {
 		return true
 	}
 	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
-}
-
-func (m *Meter) publishUsage(batch []seqRecord) error {
-	var futures []jetstream.PubAckFuture
-	for i := range batch {
-		rec := &batch[i].rec
-		if rec.Tenant == "" {
-			continue
-		}
-		billed := BilledMS(rec)
-		gbs := GBSeconds(billed, rec.MemoryMB)
-		var reqs int64
-		if billed > 0 {
-			reqs = 1
-		}
-		u := Usage{Record: *rec, BilledMS: billed, GBSeconds: gbs, Cost: m.cfg.Prices.Cost(reqs, gbs)}
-		data, err := json.Marshal(&u)
-		if err != nil {
-			continue
-		}
-		id := rec.ID
-		if id == "" {
-			id = "seq-" + strconv.FormatUint(batch[i].seq, 10)
-		}
-		msg := &nats.Msg{Subject: bus.Subject(bus.SubjectUsage, rec.Tenant, rec.Function), Data: data, Header: nats.Header{}}
-		msg.Header.Set(jetstream.MsgIDHeader, id)
-		f, err := m.js.PublishMsgAsync(msg)
-		if err != nil {
-			return fmt.Errorf("meter: publishing usage of %s: %w", id, err)
-		}
-		futures = append(futures, f)
-	}
-	if len(futures) == 0 {
-		return nil
-	}
-	select {
-	case <-m.js.PublishAsyncComplete():
-	case <-time.After(30 * time.Second):
-		return errors.New("meter: usage records were not acknowledged within 30s")
-	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return fmt.Errorf("meter: publishing usage: %w", err)
-		}
-	}
-	return nil
 }
 
 func (m *Meter) loadCheckpoint(ctx context.Context) (uint64, error) {

@@ -2,13 +2,13 @@ package metering
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nimbusfn/nimbus/internal/bus"
@@ -220,10 +220,37 @@ func TestUsageReportEqualsSumOfRecords(t *testing.T) {
 	if s := env.pub.Stats(); s.Published != published || s.Dropped != 0 || s.Failed != 0 {
 		t.Errorf("publisher stats %+v", s)
 	}
-	// Each invocation left one usage record on the usage stream.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// Each invocation left its record, once, on the invocations stream, in
+	// batch messages (far fewer messages than records), and its usage
+	// derives from it.
+	recs, msgs := storedRecords(t, env.bus)
+	if uint64(len(recs)) != published {
+		t.Errorf("invocations stream holds %d records, want %d", len(recs), published)
+	}
+	if msgs >= uint64(len(recs)) {
+		t.Errorf("%d records took %d messages: not batched", len(recs), msgs)
+	}
+	seen := map[string]bool{}
+	for _, r := range recs {
+		if seen[r.ID] {
+			t.Fatalf("record %s stored twice", r.ID)
+		}
+		seen[r.ID] = true
+	}
+	u := env.m.Prices().Usage(&recs[0])
+	if u.Tenant == "" || u.Node != "node-1" || u.BilledMS != BilledMS(&recs[0]) ||
+		u.GBSeconds != GBSeconds(u.BilledMS, recs[0].MemoryMB) || (u.BilledMS > 0) != (u.Cost > 0) {
+		t.Errorf("usage of %+v: %+v", recs[0], u)
+	}
+}
+
+// storedRecords reads every record on the invocations stream and counts the
+// messages that carried them.
+func storedRecords(t *testing.T, b *bus.Bus) (recs []Record, msgs uint64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	st, err := env.bus.JS.Stream(ctx, bus.StreamUsage)
+	st, err := b.JS.Stream(ctx, bus.StreamInvocations)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,22 +258,23 @@ func TestUsageReportEqualsSumOfRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.State.Msgs != published {
-		t.Errorf("usage stream holds %d records, want %d", info.State.Msgs, published)
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("message %d: %v", seq, err)
+		}
+		rs, bad := DecodeRecords(m.Data)
+		if bad != 0 {
+			t.Fatalf("message %d has %d unreadable records: %s", seq, bad, m.Data)
+		}
+		recs = append(recs, rs...)
 	}
-	msg, err := st.GetMsg(ctx, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var u Usage
-	if err := json.Unmarshal(msg.Data, &u); err != nil || u.Tenant == "" || u.Node != "node-1" || u.BilledMS != BilledMS(&u.Record) {
-		t.Errorf("usage record %s: %+v %v", msg.Data, u, err)
-	}
+	return recs, info.State.Msgs
 }
 
 // TestRedeliveredRecordsAreNotDoubleCounted replays the stream from the start
 // (a meter that crashed before saving its checkpoint), runs a second meter
-// at the same time, and publishes one record twice.
+// at the same time, and sends one batch message twice (a publisher retry).
 func TestRedeliveredRecordsAreNotDoubleCounted(t *testing.T) {
 	env := newMeterEnv(t)
 	now := time.Now()
@@ -258,15 +286,30 @@ func TestRedeliveredRecordsAreNotDoubleCounted(t *testing.T) {
 		env.pub.Record(&rec)
 		want.add(&rec)
 	}
-	dup := Record{ID: "acme-0", Tenant: "acme", Function: "hello", Outcome: "ok", DurationNS: 5e9, MemoryMB: 10240, Start: now}
-	env.pub.Record(&dup) // same id as an earlier record: the stream keeps one
 	waitApplied(t, env.m, n)
 	p := env.m.Prices()
 	checkRow(t, "first pass", report(t, env.m, UsageQuery{Tenant: "acme"}).Total, want, p)
 
+	// A batch sent again carries its message id: the stream keeps one copy.
+	ctx := context.Background()
+	st, err := env.bus.JS.Stream(ctx, bus.StreamInvocations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := st.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Header.Get(jetstream.MsgIDHeader) == "" {
+		t.Fatalf("batch message without an id: %v", first.Header)
+	}
+	ack, err := env.bus.JS.PublishMsg(ctx, &nats.Msg{Subject: first.Subject, Header: first.Header, Data: first.Data})
+	if err != nil || !ack.Duplicate {
+		t.Fatalf("batch sent again: %+v %v", ack, err)
+	}
+
 	// Forget the checkpoint, as if the meter died before saving it, and let a
 	// second meter read the stream from the start as well.
-	ctx := context.Background()
 	kv, err := env.bus.JS.KeyValue(ctx, BucketUsage)
 	if err != nil {
 		t.Fatal(err)
@@ -329,7 +372,7 @@ func TestPublisherNeverBlocksAndCountsDrops(t *testing.T) {
 	if err := pub.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// 8 buffered records share one id: the stream de-duplicates them to one.
+	// The 8 buffered records left in one batch message.
 	st, _ := b.JS.Stream(ctx, bus.StreamInvocations)
 	info, err := st.Info(ctx)
 	if err != nil {
@@ -339,4 +382,68 @@ func TestPublisherNeverBlocksAndCountsDrops(t *testing.T) {
 		t.Fatalf("stats %+v, stream msgs %d", s, info.State.Msgs)
 	}
 	var _ jetstream.Stream = st
+}
+
+// TestPublisherBatchesAndFlushesOnStop checks both ends of a batch: a full
+// buffer is published without waiting for the flush interval (an hour here),
+// no message holds more than BatchRecords records, and Stop publishes what
+// is left.
+func TestPublisherBatchesAndFlushesOnStop(t *testing.T) {
+	b := openBus(t)
+	pub := NewPublisher(PublisherConfig{Bus: b, Node: "n", BatchRecords: 10, FlushInterval: time.Hour})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := pub.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rec := func(i int) {
+		r := Record{ID: fmt.Sprint("r", i), Tenant: "acme", Function: []string{"f", "g"}[i%2], Outcome: "ok", DurationNS: 1, MemoryMB: 128}
+		pub.Record(&r)
+	}
+	for i := range 95 {
+		rec(i)
+	}
+	eventually(t, 20*time.Second, func() error {
+		if s := pub.Stats(); s.Published < 85 {
+			return fmt.Errorf("published %d of 95 while the buffer held full batches", s.Published)
+		}
+		return nil
+	})
+	for i := 95; i < 100; i++ {
+		rec(i)
+	}
+	if err := pub.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := pub.Stats(); s.Published != 100 || s.Failed != 0 || s.Dropped != 0 {
+		t.Fatalf("after stop: %+v", s)
+	}
+	st, err := b.JS.Stream(ctx, bus.StreamInvocations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for seq := uint64(1); seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs, bad := DecodeRecords(m.Data)
+		if bad != 0 || len(recs) == 0 || len(recs) > 10 {
+			t.Fatalf("message %d: %d records (%d bad), want 1 to 10", seq, len(recs), bad)
+		}
+		for _, r := range recs {
+			if r.Node != "n" || m.Subject != bus.Subject(bus.SubjectInvocations, r.Tenant, r.Function) || ids[r.ID] {
+				t.Fatalf("record %+v in message %d on %s", r, seq, m.Subject)
+			}
+			ids[r.ID] = true
+		}
+	}
+	if len(ids) != 100 || info.State.Msgs >= 100 {
+		t.Fatalf("%d records in %d messages", len(ids), info.State.Msgs)
+	}
 }

@@ -2,24 +2,36 @@ package metering
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/nimbusfn/nimbus/internal/bus"
 	"github.com/nimbusfn/nimbus/internal/registry"
 )
 
-// DefaultRecordRetention is how long invocation and usage records stay in
-// their streams (the hourly rollups in BucketUsage are kept longer).
+// DefaultRecordRetention is how long invocation records stay in their stream
+// (the hourly rollups in BucketUsage are kept longer).
 const DefaultRecordRetention = 35 * 24 * time.Hour
+
+// Batching defaults of the Publisher (see PublisherConfig).
+const (
+	DefaultBatchRecords  = 256
+	DefaultFlushInterval = 10 * time.Millisecond
+	// maxBatchBytes keeps a batch message well under JetStream's 1 MB limit.
+	maxBatchBytes = 256 << 10
+	// maxInFlight is how many batch messages wait for their acknowledgement
+	// at once; past it the publisher waits and new records queue in the buffer.
+	maxInFlight = 8
+)
 
 // invocationsStream is the stream configuration both the publisher and the
 // meter ensure, so either may start first.
@@ -43,6 +55,13 @@ type PublisherConfig struct {
 	Node string
 	// Buffer is how many records wait before new ones are dropped (default 10000).
 	Buffer int
+	// BatchRecords is how many records one stream message carries at most
+	// (default DefaultBatchRecords).
+	BatchRecords int
+	// FlushInterval is how long a record waits for others to share its
+	// message (default DefaultFlushInterval). A crash loses at most the
+	// records of the last FlushInterval that were not yet acknowledged.
+	FlushInterval time.Duration
 	// MaxAge of the invocations stream (default DefaultRecordRetention).
 	MaxAge time.Duration
 	Logger *slog.Logger
@@ -55,12 +74,22 @@ type PublisherStats struct {
 
 // Publisher carries invocation records from the hot path to the stream
 // bus.StreamInvocations: Record copies the record into a bounded buffer and
-// returns; a background goroutine publishes batches asynchronously.
+// returns; a background goroutine packs records into batch messages (see
+// DecodeRecords), one per tenant and function, and publishes each batch when
+// it holds BatchRecords records or its first record is FlushInterval old.
+// Publishing is asynchronous with at most a few batches unacknowledged.
 type Publisher struct {
 	cfg PublisherConfig
 	log *slog.Logger
 	js  jetstream.JetStream
 	ch  chan Record
+	// full wakes the publishing goroutine when the buffer holds a batch.
+	full chan struct{}
+
+	// batchID prefixes the message ids of this publisher's batches, which
+	// makes a re-sent batch a duplicate the stream drops.
+	batchID string
+	seq     uint64 // owned by the run goroutine
 
 	published, dropped, failed atomic.Uint64
 
@@ -69,12 +98,16 @@ type Publisher struct {
 	done   chan struct{}
 }
 
-const publishBatch = 256
-
 // NewPublisher builds a publisher; Start begins publishing.
 func NewPublisher(cfg PublisherConfig) *Publisher {
 	if cfg.Buffer <= 0 {
 		cfg.Buffer = 10000
+	}
+	if cfg.BatchRecords <= 0 {
+		cfg.BatchRecords = DefaultBatchRecords
+	}
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = DefaultFlushInterval
 	}
 	if cfg.MaxAge <= 0 {
 		cfg.MaxAge = DefaultRecordRetention
@@ -83,7 +116,7 @@ func NewPublisher(cfg PublisherConfig) *Publisher {
 	if lg == nil {
 		lg = slog.Default()
 	}
-	return &Publisher{cfg: cfg, log: lg.With("component", "metering"), ch: make(chan Record, cfg.Buffer)}
+	return &Publisher{cfg: cfg, log: lg.With("component", "metering"), ch: make(chan Record, cfg.Buffer), full: make(chan struct{}, 1), batchID: nuid.Next()}
 }
 
 // Start ensures the invocations stream and starts the publishing goroutine.
@@ -94,7 +127,7 @@ func (p *Publisher) Start(ctx context.Context) error {
 	if _, err := p.cfg.Bus.Stream(ctx, invocationsStream(p.cfg.MaxAge)); err != nil {
 		return fmt.Errorf("usage publisher: %w", err)
 	}
-	js, err := jetstream.New(p.cfg.Bus.Conn, jetstream.WithPublishAsyncMaxPending(4*publishBatch))
+	js, err := jetstream.New(p.cfg.Bus.Conn, jetstream.WithPublishAsyncMaxPending(2*maxInFlight))
 	if err != nil {
 		return fmt.Errorf("usage publisher: jetstream context: %w", err)
 	}
@@ -110,7 +143,8 @@ func (p *Publisher) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop publishes what is buffered and stops, waiting until ctx ends.
+// Stop publishes every buffered record, waits for the acknowledgements and
+// stops; it gives up when ctx ends.
 func (p *Publisher) Stop(ctx context.Context) error {
 	p.mu.Lock()
 	cancel, done := p.cancel, p.done
@@ -137,95 +171,144 @@ func (p *Publisher) Stats() PublisherStats {
 func (p *Publisher) Record(rec *Record) {
 	select {
 	case p.ch <- *rec:
+		if len(p.ch) >= p.cfg.BatchRecords {
+			select {
+			case p.full <- struct{}{}:
+			default:
+			}
+		}
 	default:
 		p.dropped.Add(1)
 	}
 }
 
+// batch is the message being filled for one subject.
+type batch struct {
+	subject string
+	buf     []byte
+	n       int
+}
+
+// inflight is a batch message waiting for its acknowledgement.
+type inflight struct {
+	f   jetstream.PubAckFuture
+	msg *nats.Msg
+	n   int
+}
+
 func (p *Publisher) run(ctx context.Context, done chan struct{}) {
 	defer close(done)
-	batch := make([]Record, 0, publishBatch)
-	for {
-		select {
-		case <-ctx.Done():
-			for range (p.cfg.Buffer + publishBatch - 1) / publishBatch {
-				batch = p.fill(batch[:0])
-				if len(batch) == 0 {
-					return
-				}
-				p.publish(batch)
-			}
-			return
-		case r := <-p.ch:
-			batch = p.fill(append(batch[:0], r))
-			p.publish(batch)
-		}
-	}
-}
+	acks := make(chan inflight, maxInFlight)
+	acked := make(chan struct{})
+	go func() { defer close(acked); p.waitAcks(acks) }()
+	defer func() { close(acks); <-acked }()
 
-func (p *Publisher) fill(batch []Record) []Record {
-	for len(batch) < cap(batch) {
-		select {
-		case r := <-p.ch:
-			batch = append(batch, r)
-		default:
-			return batch
-		}
-	}
-	return batch
-}
-
-func (p *Publisher) publish(batch []Record) {
-	futures := make([]jetstream.PubAckFuture, 0, len(batch))
-	for i := range batch {
-		r := &batch[i]
+	batches := map[string]*batch{} // by subject; usually one or a few
+	add := func(r *Record) {
 		if r.Node == "" {
 			r.Node = p.cfg.Node
 		}
 		if !registry.ValidName(r.Tenant) || !registry.ValidName(r.Function) {
 			p.failed.Add(1)
-			continue
+			return
 		}
-		data, err := json.Marshal(r)
-		if err != nil {
-			p.failed.Add(1)
-			continue
+		subject := bus.Subject(bus.SubjectInvocations, r.Tenant, r.Function)
+		b := batches[subject]
+		if b == nil {
+			b = &batch{subject: subject, buf: appendBatchHeader(make([]byte, 0, 4096), r.Tenant, r.Function)}
+			batches[subject] = b
 		}
-		msg := &nats.Msg{Subject: bus.Subject(bus.SubjectInvocations, r.Tenant, r.Function), Data: data, Header: nats.Header{}}
-		if r.ID != "" {
-			msg.Header.Set(jetstream.MsgIDHeader, r.ID)
+		b.buf = appendRecord(b.buf, r)
+		if b.n++; b.n >= p.cfg.BatchRecords || len(b.buf) >= maxBatchBytes {
+			p.send(b, acks)
+			delete(batches, subject)
 		}
-		f, err := p.js.PublishMsgAsync(msg)
-		if err != nil {
-			p.failed.Add(1)
-			continue
-		}
-		futures = append(futures, f)
 	}
-	if len(futures) == 0 {
+	// drain adds what the buffer holds (at most its size, so that a
+	// recorder that keeps feeding cannot hold the publisher here) and
+	// publishes every batch.
+	drain := func() {
+	loop:
+		for range p.cfg.Buffer {
+			select {
+			case r := <-p.ch:
+				add(&r)
+			default:
+				break loop
+			}
+		}
+		for subject, b := range batches {
+			p.send(b, acks)
+			delete(batches, subject)
+		}
+	}
+	// The goroutine wakes for the first record of a batch, then sleeps
+	// until the batch is FlushInterval old or Record reports a full batch,
+	// and takes the records from the buffer all at once: two wake-ups per
+	// batch, not one per record.
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			drain()
+			return
+		case r := <-p.ch:
+			add(&r)
+			timer.Reset(p.cfg.FlushInterval)
+			select {
+			case <-timer.C:
+			case <-p.full:
+				timer.Stop()
+			case <-ctx.Done():
+				timer.Stop()
+			}
+			drain()
+		}
+	}
+}
+
+// send publishes b asynchronously; waitAcks then counts it.
+func (p *Publisher) send(b *batch, acks chan<- inflight) {
+	if b.n == 0 {
 		return
 	}
-	select {
-	case <-p.js.PublishAsyncComplete():
-	case <-time.After(10 * time.Second):
+	p.seq++
+	msg := &nats.Msg{Subject: b.subject, Data: b.buf, Header: nats.Header{}}
+	msg.Header.Set(jetstream.MsgIDHeader, p.batchID+"-"+strconv.FormatUint(p.seq, 10))
+	f, err := p.js.PublishMsgAsync(msg)
+	acks <- inflight{f: f, msg: msg, n: b.n}
+	if err != nil {
+		p.log.Debug("publishing invocation records failed; retrying", "error", err)
 	}
-	var failed uint64
-	var firstErr error
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-			p.published.Add(1)
-		case err := <-f.Err():
-			failed++
-			if firstErr == nil {
-				firstErr = err
+}
+
+// waitAcks counts each batch once the stream acknowledged it; a batch that
+// failed is sent again (with the same message id, so the stream keeps one
+// copy) a few times before its records are counted as failed.
+func (p *Publisher) waitAcks(acks <-chan inflight) {
+	for a := range acks {
+		var err error
+		if a.f == nil {
+			err = errors.New("not sent")
+		} else {
+			select {
+			case <-a.f.Ok():
+			case err = <-a.f.Err():
+			case <-time.After(10 * time.Second):
+				err = errors.New("no acknowledgement within 10s")
 			}
-		default:
-			failed++
 		}
-	}
-	if failed > 0 {
-		p.failed.Add(failed)
-		p.log.Warn("invocation records were not stored", "count", failed, "error", firstErr)
+		for attempt := 0; err != nil && attempt < 3; attempt++ {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err = p.js.PublishMsg(ctx, &nats.Msg{Subject: a.msg.Subject, Data: a.msg.Data, Header: a.msg.Header})
+			cancel()
+		}
+		if err != nil {
+			p.failed.Add(uint64(a.n))
+			p.log.Warn("invocation records were not stored", "count", a.n, "error", err)
+			continue
+		}
+		p.published.Add(uint64(a.n))
 	}
 }

@@ -75,11 +75,11 @@ func invocationRecords(t *testing.T, e *testenv.Env, tenantName, fn string) []me
 		n := 0
 		for m := range batch.Messages() {
 			n++
-			var rec metering.Record
-			if err := json.Unmarshal(m.Data(), &rec); err != nil {
-				t.Fatalf("record of %s: %v", fn, err)
+			recs, bad := metering.DecodeRecords(m.Data())
+			if bad != 0 {
+				t.Fatalf("%d unreadable records of %s in %q", bad, fn, m.Data())
 			}
-			out = append(out, rec)
+			out = append(out, recs...)
 		}
 		if batch.Error() != nil {
 			t.Fatalf("records of %s: %v", fn, batch.Error())
