@@ -9,6 +9,7 @@ import (
 	"github.com/nimbusfn/nimbus/internal/apierr"
 	"github.com/nimbusfn/nimbus/internal/baas/auth"
 	"github.com/nimbusfn/nimbus/internal/gateway"
+	"github.com/nimbusfn/nimbus/internal/invoke"
 	"github.com/nimbusfn/nimbus/internal/registry"
 	"github.com/nimbusfn/nimbus/internal/tenant"
 )
@@ -99,15 +100,19 @@ func (s *Server) protectAPI(next http.Handler) http.Handler {
 // carries, else the default tenant.
 //
 // A valid API key of another tenant (not an admin key) naming a function in
-// the path is answered exactly as a function that does not exist, whatever
-// the function's auth mode and whether it exists: a key sees its own
-// tenant's functions only, and the answer tells it no names.
+// the path is answered exactly as a function that does not exist — whether
+// it exists, under any alias or version, and whatever its auth mode — except
+// a public function, which answers everyone, key or not (a caller without a
+// key learns the same). A key sees only its own tenant's other functions.
 func (s *Server) gatewayTenant(r *http.Request, pathTenant string) (string, error) {
 	if pathTenant != "" {
 		if k := apiKeyOf(r); k != "" {
 			if p, err := s.Tenants.Authenticate(r.Context(), k); err == nil && p.Tenant != pathTenant && !p.IsAdmin() {
-				_, name, _, _, _, _ := gateway.ParsePath(r.URL.Path)
-				return "", apierr.New(apierr.FunctionNotFound, "no function named %q", name)
+				_, name, qual, _, _, _ := gateway.ParsePath(r.URL.Path)
+				v, err := s.Invoker.Resolve(invoke.Target{Tenant: pathTenant, Function: name, Qualifier: qual})
+				if err != nil || (v.Config.Auth != "" && v.Config.Auth != "public") {
+					return "", apierr.New(apierr.FunctionNotFound, "no function named %q", name)
+				}
 			}
 		}
 		return pathTenant, nil

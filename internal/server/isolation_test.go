@@ -212,8 +212,8 @@ func TestTenantIsolationMatrix(t *testing.T) {
 	}
 
 	// A's keys naming B's functions in the path (/t/beta/fn/…) get the very
-	// answer a missing function gets, whatever each function's auth mode:
-	// key, user (end-user tokens) or public.
+	// answer a missing function gets, for key and user (end-user tokens)
+	// functions, aliases and versions; a public function answers everyone.
 	for fn, mode := range map[string]string{"userfn": "user", "pubfn": "public"} {
 		if status, b := deployAs(t, e, keyB, fn, code, registry.Config{Auth: mode}); status != 201 {
 			t.Fatalf("B deploys %s: %d %s", fn, status, b)
@@ -227,7 +227,10 @@ func TestTenantIsolationMatrix(t *testing.T) {
 		if mstatus != 404 {
 			t.Fatalf("A's %s key, missing function: %d %s", kname, mstatus, missing)
 		}
-		for _, fn := range []string{"secretfn", "secretfn@live", "secretfn@9", "userfn", "pubfn", "nosuchfn@live"} {
+		if status, b := call(t, e, k, "GET", "/t/beta/fn/pubfn/sleep?ms=1", nil); status != 200 {
+			t.Fatalf("A's %s key, B's public function: %d %s", kname, status, b)
+		}
+		for _, fn := range []string{"secretfn", "secretfn@live", "secretfn@9", "userfn", "pubfn@9", "nosuchfn@live"} {
 			t.Run("cross-tenant "+kname+" key "+fn, func(t *testing.T) {
 				status, b := call(t, e, k, "GET", "/t/beta/fn/"+fn+"/sleep?ms=1", nil)
 				name, _, _ := strings.Cut(fn, "@")
