@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 
 	"github.com/tetratelabs/wazero/experimental"
+	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/nimbusfn/nimbus/internal/runtime"
 )
@@ -79,7 +80,8 @@ func (c *cgiInstance) Invoke(ctx context.Context, req *runtime.Request, w http.R
 	c.out.buf = c.out.buf[:0]
 	c.out.max = t.rt.cfg.MaxResponseBytes + maxCGIHeader
 	c.out.over = false
-	cfg := sb.config(false).WithStdout(&c.out).WithStdin(body).WithStartFunctions("_start")
+	// _start is called after instantiation, with the deadline armed.
+	cfg := sb.config(false).WithStdout(&c.out).WithStdin(body).WithStartFunctions()
 	for _, kv := range cgiEnv(req, length) {
 		cfg = cfg.WithEnv(kv[0], kv[1])
 	}
@@ -89,6 +91,14 @@ func (c *cgiInstance) Invoke(ctx context.Context, req *runtime.Request, w http.R
 	}
 	mod, err := t.rt.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, &sb.mem), e.compiled, cfg)
 	t.rt.mods.release(e)
+	if err == nil {
+		disarm := newInterrupter(mod).arm(ctx)
+		_, err = mod.ExportedFunction("_start").Call(ctx)
+		disarm()
+		if exit := (*sys.ExitError)(nil); errors.As(err, &exit) && exit.ExitCode() == 0 {
+			err = nil // proc_exit(0) ends a command normally
+		}
+	}
 	sb.stderr.flush()
 	if mod != nil {
 		sb.mem.allowRecycle() // the call has returned

@@ -197,6 +197,7 @@ type reactor struct {
 	sandbox
 	mod    api.Module
 	handle api.Function
+	intr   *interrupter
 	stack  [1]uint64
 	x      exchange
 	view   reqView
@@ -232,14 +233,20 @@ func (t *template) startReactor(ctx context.Context, compiled wazero.CompiledMod
 		return nil, in.startError(ctx, err, "instantiating the module")
 	}
 	in.mod = mod
+	in.intr = newInterrupter(mod)
 	if t.hasInit && !snapshot {
-		if _, err := mod.ExportedFunction("_initialize").Call(cctx); err != nil {
+		disarm := in.intr.arm(ctx)
+		_, err := mod.ExportedFunction("_initialize").Call(cctx)
+		disarm()
+		if err != nil {
 			_ = mod.Close(context.Background())
 			return nil, in.startError(ctx, err, "_initialize")
 		}
 	}
 	if t.hasNimbusInit && !snapshot {
+		disarm := in.intr.arm(ctx)
 		res, err := mod.ExportedFunction("nimbus_init").Call(cctx)
+		disarm()
 		if err == nil && len(res) == 1 && api.DecodeI32(res[0]) != 0 {
 			err = fmt.Errorf("nimbus_init returned %d", api.DecodeI32(res[0]))
 		}
@@ -288,7 +295,9 @@ func (in *reactor) Invoke(ctx context.Context, req *runtime.Request, w http.Resp
 	in.id = req.InvocationID
 	in.ctx = ctx
 	in.stderr.resetTail()
+	disarm := in.intr.arm(ctx)
 	err := in.handle.CallWithStack(&callCtx{Context: ctx, x: &in.x}, in.stack[:])
+	disarm()
 	in.stdout.flush()
 	in.stderr.flush()
 	in.ctx = nil
@@ -380,9 +389,10 @@ func (in *reactor) Close() error {
 	if in.closed.Swap(true) {
 		return nil
 	}
-	// Safe while an invocation runs (deleting a function mid-call): wazero
-	// stops the guest at its next check and the call fails. Its memory is
-	// reused only if no invocation runs.
+	// Safe while an invocation runs (deleting a function mid-call): the
+	// guest traps at its next loop (interrupt.go) and the call fails. Its
+	// memory is reused only if no invocation runs.
+	in.intr.stopNow()
 	if !in.busy.Load() {
 		in.mem.allowRecycle()
 	}

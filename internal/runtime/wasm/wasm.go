@@ -116,8 +116,9 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	// Every instance's memory is capped by its own allocator (memory.go), so
 	// that one runtime serves all memory sizes and a refused growth is known
 	// for certain; the runtime-wide limit is the wasm32 maximum.
+	// Deadlines are enforced by the interrupt global of every module
+	// (interrupt.go), not by wazero's WithCloseOnContextDone.
 	rc := wazero.NewRuntimeConfig().
-		WithCloseOnContextDone(true).
 		WithCompilationCache(r.cache).
 		WithMemoryLimitPages(65536)
 	r.rt = wazero.NewRuntimeWithConfig(ctx, rc)
@@ -218,6 +219,11 @@ func (r *Runtime) Prepare(ctx context.Context, spec *runtime.Spec, code []byte) 
 	}
 	limitPages := memoryPages(spec)
 	if err := r.checkModule(spec.Runtime, info, limitPages); err != nil {
+		return nil, err
+	}
+	// Every module gets its deadline checks (interrupt.go) before anything
+	// else reads, snapshots or compiles it.
+	if code, err = addInterrupt(code, info); err != nil {
 		return nil, err
 	}
 	t := &template{

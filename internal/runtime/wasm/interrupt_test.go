@@ -1,0 +1,73 @@
+package wasm
+
+import (
+	"runtime"
+	"testing"
+	"time"
+
+	nimbusrt "github.com/nimbusfn/nimbus/internal/runtime"
+)
+
+// spinModule is a non-Go guest whose nimbus_handle loops forever without
+// calling the host. It has no global section, which the interrupt adds.
+func spinModule() []byte {
+	types := section(1, vec([]byte{0x60, 0, 0}, []byte{0x60, 0, 1, 0x7f}))
+	funcs := section(3, vec([]byte{0}, []byte{1}))
+	mem := section(5, vec([]byte{0, 1}))
+	exps := section(7, vec(
+		cat(wname("memory"), []byte{2, 0}),
+		cat(wname("nimbus_abi_version_1"), []byte{0, 0}),
+		cat(wname("nimbus_handle"), []byte{0, 1}),
+	))
+	spin := []byte{0, 0x03, 0x40, 0x0c, 0x00, 0x0b, 0x41, 0x00, 0x0b} // loop br 0 end; i32.const 0
+	code := section(10, vec([]byte{2, 0, 0x0b}, cat(leb(uint32(len(spin))), spin)))
+	return cat([]byte("\x00asm\x01\x00\x00\x00"), types, funcs, mem, exps, code)
+}
+
+func TestInterruptStopsLoopWithoutHostCalls(t *testing.T) {
+	r := newRuntime(t)
+	in := newInstance(t, prepare(t, r, nimbusrt.Spec{}, spinModule()))
+	done := make(chan error, 1)
+	go func() {
+		_, err := invoke(t, in, request("GET", "/", nil), 300*time.Millisecond)
+		done <- err
+	}()
+	// Collections need every goroutine to stop, the spinning guest's too:
+	// they must keep completing while it runs.
+	for {
+		runtime.GC()
+		select {
+		case err := <-done:
+			wantKind(t, err, nimbusrt.TimedOut, "deadline")
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func TestInterruptCheckedAtLoops(t *testing.T) {
+	code := spinModule()
+	info, err := parseModule(code)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := addInterrupt(code, info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := parseModule(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.exports[interruptExport] != kindGlobal {
+		t.Fatalf("rewritten module does not export the %s global: %v", interruptExport, got.exports)
+	}
+	for _, name := range []string{"memory", "nimbus_abi_version_1", "nimbus_handle"} {
+		if _, ok := got.exports[name]; !ok {
+			t.Fatalf("rewritten module lost export %s", name)
+		}
+	}
+	if _, err := addInterrupt(out, got); err == nil {
+		t.Fatal("a module that already exports the interrupt global was accepted")
+	}
+}
