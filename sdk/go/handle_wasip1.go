@@ -89,40 +89,83 @@ func getString(f func(unsafe.Pointer, uint32) int32) string {
 	return string(b)
 }
 
+// The host calls nimbus_handle one request at a time, so what a call needs
+// beyond its Request is kept from one call to the next: a ResponseWriter and
+// a request body may not be used after ServeHTTP returns, and strings equal
+// to the previous request's (path, query, host, client address) are shared
+// rather than allocated again. Every allocation is dear in a WebAssembly
+// guest.
+var (
+	rw      responseWriter
+	reqBody body
+	prev    struct{ path, query, authority, remoteAddr, requestURI string }
+)
+
+// call is one request's Request and URL, in one allocation.
+type call struct {
+	r http.Request
+	u url.URL
+}
+
+// getCached reads a string through f, returning *last when it is unchanged.
+func getCached(f func(unsafe.Pointer, uint32) int32, last *string) string {
+	b := get(f)
+	if string(b) != *last {
+		*last = string(b)
+	}
+	return *last
+}
+
 func serve() int32 {
 	h := handler
 	if h == nil {
 		println("nimbus: no handler registered: main must call nimbus.Handle")
 		return 1
 	}
-	header := make(http.Header)
-	if err := parseHeaderList(get(requestHeaders), header); err != nil {
+	raw := get(requestHeaders)
+	header := make(http.Header, headerCount(raw)+1)
+	spare, err := parseHeaderListSpare(raw, header, 1)
+	if err != nil {
 		println("nimbus: reading request headers:", err.Error())
 		return 1
 	}
 	id := getString(requestInvocationID)
 	if id != "" && header[InvocationIDHeader] == nil {
-		header[InvocationIDHeader] = []string{id}
+		header[InvocationIDHeader] = append(spare[:0], id)
 	}
-	u := &url.URL{Path: getString(requestPath), RawQuery: getString(requestQuery)}
-	r := &http.Request{
+	c := &call{}
+	path, query := prev.path, prev.query
+	c.u.Path = getCached(requestPath, &prev.path)
+	c.u.RawQuery = getCached(requestQuery, &prev.query)
+	if c.u.Path != path || c.u.RawQuery != query || prev.requestURI == "" {
+		prev.requestURI = c.u.RequestURI()
+	}
+	c.r = http.Request{
 		Method:        getString(requestMethod),
-		URL:           u,
+		URL:           &c.u,
 		Proto:         "HTTP/1.1",
 		ProtoMajor:    1,
 		ProtoMinor:    1,
 		Header:        header,
-		Host:          getString(requestAuthority),
-		RemoteAddr:    getString(requestRemoteAddr),
+		Host:          getCached(requestAuthority, &prev.authority),
+		RemoteAddr:    getCached(requestRemoteAddr, &prev.remoteAddr),
 		ContentLength: requestContentLength(),
-		RequestURI:    u.RequestURI(),
+		RequestURI:    prev.requestURI,
 	}
+	r := &c.r
 	if r.ContentLength == 0 {
 		r.Body = http.NoBody
 	} else {
-		r.Body = &body{}
+		reqBody = body{}
+		r.Body = &reqBody
 	}
-	w := &responseWriter{header: make(http.Header)}
+	w := &rw
+	if w.header == nil {
+		w.header = make(http.Header)
+	} else {
+		clear(w.header)
+	}
+	w.wroteHeader, w.err = false, nil
 	h.ServeHTTP(w, r)
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)

@@ -31,31 +31,60 @@ func appendHeaderList(dst []byte, h http.Header) []byte {
 }
 
 // parseHeaderList decodes an encoded header list into h. All names and values
-// share one string allocation.
+// share one string allocation, and the values of names seen once share one
+// slice allocation.
 func parseHeaderList(b []byte, h http.Header) error {
+	_, err := parseHeaderListSpare(b, h, 0)
+	return err
+}
+
+// parseHeaderListSpare is parseHeaderList that also returns spare empty
+// value slots (length 0, capacity 1 each) from the same allocation.
+func parseHeaderListSpare(b []byte, h http.Header, spare int) ([]string, error) {
 	if len(b) < 4 {
-		return errHeaderList
+		return nil, errHeaderList
 	}
 	count := binary.LittleEndian.Uint32(b)
+	if uint64(count)*8 > uint64(len(b)-4) {
+		return nil, errHeaderList
+	}
+	vals := make([]string, int(count)+spare)
 	s := string(b[4:])
 	for i := uint32(0); i < count; i++ {
 		if len(s) < 8 {
-			return errHeaderList
+			return nil, errHeaderList
 		}
 		nl, vl := uint64(le32(s)), uint64(le32(s[4:]))
 		s = s[8:]
 		if nl+vl > uint64(len(s)) {
-			return errHeaderList
+			return nil, errHeaderList
 		}
 		name, value := s[:nl], s[nl:nl+vl]
 		s = s[nl+vl:]
 		name = http.CanonicalHeaderKey(name)
-		h[name] = append(h[name], value)
+		if old, ok := h[name]; ok {
+			h[name] = append(old, value)
+			continue
+		}
+		vals[i] = value
+		h[name] = vals[i : i+1 : i+1]
 	}
 	if len(s) != 0 {
-		return errHeaderList
+		return nil, errHeaderList
 	}
-	return nil
+	return vals[count:], nil
+}
+
+// headerCount is the entry count of an encoded header list (0 if malformed).
+func headerCount(b []byte) int {
+	if len(b) < 4 {
+		return 0
+	}
+	n := binary.LittleEndian.Uint32(b)
+	if uint64(n)*8 > uint64(len(b)-4) {
+		return 0
+	}
+	return int(n)
 }
 
 func le32(s string) uint32 {

@@ -36,6 +36,36 @@ func TestHeaderListRoundTrip(t *testing.T) {
 	}
 }
 
+func TestHeaderListSpareSlots(t *testing.T) {
+	// Names in non-canonical case and a name repeated apart from its first
+	// entry still land on one canonical key, in order.
+	list := []byte{3, 0, 0, 0}
+	for _, kv := range [][2]string{{"x-many", "a"}, {"Accept", "*/*"}, {"X-Many", "b"}} {
+		list = append(list, byte(len(kv[0])), 0, 0, 0, byte(len(kv[1])), 0, 0, 0)
+		list = append(list, kv[0]+kv[1]...)
+	}
+	h := http.Header{}
+	spare, err := parseHeaderListSpare(list, h, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := http.Header{"X-Many": {"a", "b"}, "Accept": {"*/*"}}
+	if !reflect.DeepEqual(h, want) {
+		t.Fatalf("got %v, want %v", h, want)
+	}
+	if len(spare) != 1 {
+		t.Fatalf("got %d spare slots, want 1", len(spare))
+	}
+	h["X-Id"] = append(spare[:0], "id")
+	h["Accept"] = append(h["Accept"], "text/html") // must not overwrite another value
+	if !reflect.DeepEqual(h["X-Many"], []string{"a", "b"}) || h["X-Id"][0] != "id" {
+		t.Fatalf("slots overlap: %v", h)
+	}
+	if n := headerCount(list); n != 3 {
+		t.Fatalf("headerCount = %d, want 3", n)
+	}
+}
+
 func TestHeaderListRejectsMalformed(t *testing.T) {
 	good := appendHeaderList(nil, http.Header{"A": {"b"}})
 	for name, b := range map[string][]byte{
