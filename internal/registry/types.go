@@ -3,7 +3,6 @@ package registry
 import (
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"time"
 )
 
@@ -13,11 +12,20 @@ const DefaultTenant = "default"
 // LiveAlias is the alias that follows the newest version unless pinned.
 const LiveAlias = "live"
 
-var nameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
-
 // ValidName reports whether s is a valid name for a function, alias, tenant,
-// topic, queue or bucket-like resource: ^[a-z][a-z0-9-]{0,62}$.
-func ValidName(s string) bool { return nameRE.MatchString(s) }
+// topic, queue or bucket-like resource: ^[a-z][a-z0-9-]{0,62}$. It runs on
+// every invocation, so it is a loop rather than a regular expression.
+func ValidName(s string) bool {
+	if len(s) == 0 || len(s) > 63 || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+			return false
+		}
+	}
+	return true
+}
 
 // CheckName returns an error that says what is wrong with name, or nil.
 func CheckName(kind, name string) error {
