@@ -48,6 +48,9 @@ func ScaleConfig(v *registry.Version) scaler.Config {
 	case runtime.Wasm, runtime.WasmCGI, runtime.Lambda, runtime.Python3, runtime.NodeJS:
 		c.Concurrency = 1
 	}
+	// Wasm instances start in well under a millisecond from a snapshot: the
+	// request that needs one starts it itself.
+	c.InlineStart = IsWasm(v.Config.Runtime)
 	if c.Idle <= 0 {
 		if IsWasm(v.Config.Runtime) {
 			c.Idle = 60 * time.Second

@@ -30,6 +30,12 @@ type Config struct {
 	QueueTimeout time.Duration
 	// MaxRequests retires an instance after that many invocations (0 = never).
 	MaxRequests int
+	// InlineStart lets a request that needs a new instance start it itself,
+	// in its own goroutine, instead of handing the start to another
+	// goroutine and waiting for it: two goroutine hand-offs fewer on a cold
+	// start. Meant for runtimes whose starts are short (wasm): such a request
+	// waits for its start to finish even past QueueTimeout or its context.
+	InlineStart bool
 }
 
 // Defaults fills zero fields: concurrency 1, max 100, idle 60 s, queue 1000 for 10 s.
@@ -68,9 +74,12 @@ type Pool struct {
 	all      map[*instance]struct{}
 	free     []*instance // instances with spare capacity, most recently used last
 	starting int
-	waiters  []*waiter
-	closed   bool
-	lastErr  error // last start failure, handed to waiters when nothing else can serve them
+	// inline counts the starts run by requests themselves (InlineStart);
+	// each takes one slot of the instance it starts. They are in starting.
+	inline  int
+	waiters []*waiter
+	closed  bool
+	lastErr error // last start failure, handed to waiters when nothing else can serve them
 
 	inFlight atomic.Int64
 	stats    windowStats
@@ -138,6 +147,12 @@ func (p *Pool) Acquire(ctx context.Context) (*Lease, error) {
 		p.mu.Unlock()
 		return &Lease{Instance: in.rt, inst: in}, nil
 	}
+	if p.cfg.InlineStart && p.needsStartLocked(1) {
+		p.starting++
+		p.inline++
+		p.mu.Unlock()
+		return p.startInline(ctx)
+	}
 	if len(p.waiters) >= p.cfg.QueueMax {
 		p.mu.Unlock()
 		p.inFlight.Add(-1)
@@ -148,7 +163,11 @@ func (p *Pool) Acquire(ctx context.Context) (*Lease, error) {
 	p.waiters = append(p.waiters, w)
 	p.growLocked()
 	p.mu.Unlock()
+	return p.wait(ctx, w)
+}
 
+// wait waits for w to be granted an instance, at most QueueTimeout.
+func (p *Pool) wait(ctx context.Context, w *waiter) (*Lease, error) {
 	timer := time.NewTimer(p.cfg.QueueTimeout)
 	defer timer.Stop()
 	select {
@@ -168,6 +187,50 @@ func (p *Pool) Acquire(ctx context.Context) (*Lease, error) {
 		p.stats.throttled.Add(1)
 		return nil, p.throttle("no instance became free within %s (max %d instances × concurrency %d)", p.cfg.QueueTimeout, p.cfg.Max, p.cfg.Concurrency)
 	}
+}
+
+// startInline starts an instance in the requesting goroutine and takes a
+// slot on it; spare slots go to waiting requests. p.starting and p.inline
+// were counted by the caller.
+func (p *Pool) startInline(ctx context.Context) (*Lease, error) {
+	in, init, err := p.run(context.WithoutCancel(ctx))
+	p.mu.Lock()
+	p.starting--
+	p.inline--
+	if err != nil {
+		p.startFailedLocked(err)
+		if len(p.all)+p.starting == 0 || p.closed {
+			p.mu.Unlock()
+			p.inFlight.Add(-1)
+			p.log.Warn("instance failed to start", "err", err)
+			return nil, err
+		}
+		// Other instances run or start: wait for one of them, as a request
+		// whose start failed in another goroutine would (without starting
+		// another instance for it at once).
+		w := &waiter{ch: make(chan grant, 1)}
+		p.waiters = append(p.waiters, w)
+		p.mu.Unlock()
+		p.log.Warn("instance failed to start", "err", err)
+		return p.wait(ctx, w)
+	}
+	if p.closed {
+		p.mu.Unlock()
+		_ = in.rt.Close()
+		p.inFlight.Add(-1)
+		return nil, ErrClosed
+	}
+	gone := ctx.Err()
+	if gone == nil {
+		in.inFlight++ // the requester's slot
+	}
+	p.addLocked(in, init)
+	p.mu.Unlock()
+	if gone != nil {
+		p.inFlight.Add(-1)
+		return nil, gone
+	}
+	return &Lease{Instance: in.rt, inst: in, Cold: true, Init: init}, nil
 }
 
 func (p *Pool) granted(g grant) (*Lease, error) {
@@ -221,10 +284,17 @@ func (p *Pool) removeFree(in *instance) {
 	in.inFree = false
 }
 
+// needsStartLocked reports whether extra more requests, beyond those
+// waiting and those starting instances themselves, need an instance started
+// for them, and the pool may start one. p.mu held.
+func (p *Pool) needsStartLocked(extra int) bool {
+	return p.starting*p.cfg.Concurrency < len(p.waiters)+p.inline+extra && len(p.all)+p.starting < p.cfg.Max
+}
+
 // growLocked starts instances while the waiting requests exceed what the
 // instances being started will take, within Max. p.mu held.
 func (p *Pool) growLocked() {
-	for p.starting*p.cfg.Concurrency < len(p.waiters) && len(p.all)+p.starting < p.cfg.Max {
+	for p.needsStartLocked(0) {
 		p.starting++
 		go p.startOne()
 	}
@@ -235,46 +305,64 @@ func (p *Pool) growLocked() {
 	}
 }
 
-func (p *Pool) startOne() {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+// run starts one instance.
+func (p *Pool) run(ctx context.Context) (*instance, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
 	t0 := time.Now()
 	rt, err := p.start(ctx)
 	init := time.Since(t0)
-	cancel()
+	if err != nil {
+		return nil, init, err
+	}
+	return &instance{rt: rt, lastUsed: time.Now()}, init, nil
+}
+
+// startFailedLocked records a failed start. With nothing running or
+// starting, nobody could serve the waiting requests: they fail with the
+// reason now rather than at their timeout. p.mu held.
+func (p *Pool) startFailedLocked(err error) {
+	p.lastErr = err
+	p.stats.startFailures.Add(1)
+	if len(p.all)+p.starting == 0 {
+		p.failWaitersLocked(err)
+	}
+}
+
+func (p *Pool) startOne() {
+	in, init, err := p.run(context.Background())
 	p.mu.Lock()
 	p.starting--
 	if err != nil {
-		p.lastErr = err
-		p.stats.startFailures.Add(1)
-		// With nothing running or starting, nobody could serve the waiting
-		// requests: fail them with the reason now rather than at their timeout.
-		if len(p.all)+p.starting == 0 {
-			p.failWaitersLocked(err)
-		}
+		p.startFailedLocked(err)
 		p.mu.Unlock()
 		p.log.Warn("instance failed to start", "err", err)
 		return
 	}
-	p.stats.coldStarts.Add(1)
-	in := &instance{rt: rt, lastUsed: time.Now()}
 	if p.closed {
 		p.mu.Unlock()
-		_ = rt.Close()
+		_ = in.rt.Close()
 		return
 	}
+	p.addLocked(in, init)
+	p.mu.Unlock()
+}
+
+// addLocked adds a started instance to the pool, grants its spare slots to
+// waiting requests and keeps it free if slots remain. p.mu held.
+func (p *Pool) addLocked(in *instance, init time.Duration) {
+	p.stats.coldStarts.Add(1)
 	p.all[in] = struct{}{}
-	cold := true
 	for in.inFlight < p.cfg.Concurrency && len(p.waiters) > 0 {
 		w := p.waiters[0]
 		p.waiters = p.waiters[1:]
 		in.inFlight++
-		w.ch <- grant{inst: in, cold: cold, init: init}
+		w.ch <- grant{inst: in, cold: true, init: init}
 	}
 	if in.inFlight < p.cfg.Concurrency {
 		p.free = append(p.free, in)
 		in.inFree = true
 	}
-	p.mu.Unlock()
 }
 
 func (p *Pool) failWaitersLocked(err error) {
