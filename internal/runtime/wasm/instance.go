@@ -214,14 +214,15 @@ func (t *template) newReactor(ctx context.Context) (*reactor, error) {
 		return nil, &runtime.Error{Kind: runtime.StartFailed, Message: fmt.Sprintf("starting %s v%d: loading its module", t.spec.Function, t.spec.Version), Err: err}
 	}
 	defer t.rt.mods.release(e)
-	return t.startReactor(ctx, e.compiled, snapshot, cfg)
+	return t.startReactor(ctx, e.compiled, e.img, snapshot, cfg)
 }
 
-// startReactor instantiates compiled and, unless it is a snapshot, runs its
-// initialisation.
-func (t *template) startReactor(ctx context.Context, compiled wazero.CompiledModule, snapshot bool, cfg wazero.ModuleConfig) (*reactor, error) {
+// startReactor instantiates compiled, its memory starting from img if set,
+// and, unless it is a snapshot, runs its initialisation.
+func (t *template) startReactor(ctx context.Context, compiled wazero.CompiledModule, img *memImage, snapshot bool, cfg wazero.ModuleConfig) (*reactor, error) {
 	in := &reactor{}
 	in.init(t, cfg)
+	in.mem.img = img
 	in.x.maxResp = t.rt.cfg.MaxResponseBytes
 	in.x.host = newHostState(t.spec.Host)
 	in.ctx = ctx

@@ -27,6 +27,10 @@ type modSource struct {
 	key  string // hex sha256 of the bytes
 	size int
 	load func() ([]byte, error)
+	// split marks a snapshot module that is compiled without its data
+	// segments, its instances' memory starting from its image instead
+	// (splitSnapshot).
+	split bool
 }
 
 // newSource returns a source for code: a file under dir (written if needed)
@@ -97,6 +101,7 @@ type modEntry struct {
 	key      string
 	size     int
 	compiled wazero.CompiledModule
+	img      *memImage // for a split snapshot: its instances' initial memory
 	err      error
 	ready    chan struct{}
 	pins     int
@@ -135,9 +140,9 @@ func (c *modCache) acquire(ctx context.Context, src *modSource) (*modEntry, erro
 	c.compiles++
 	c.mu.Unlock()
 
-	compiled, err := c.compile(ctx, src)
+	compiled, img, err := c.compile(ctx, src)
 	c.mu.Lock()
-	e.compiled, e.err = compiled, err
+	e.compiled, e.img, e.err = compiled, img, err
 	close(e.ready)
 	if err != nil {
 		delete(c.entries, src.key)
@@ -151,12 +156,19 @@ func (c *modCache) acquire(ctx context.Context, src *modSource) (*modEntry, erro
 	return e, nil
 }
 
-func (c *modCache) compile(ctx context.Context, src *modSource) (wazero.CompiledModule, error) {
+func (c *modCache) compile(ctx context.Context, src *modSource) (wazero.CompiledModule, *memImage, error) {
 	code, err := src.load()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return c.rt.CompileModule(experimental.WithCompilationWorkers(ctx, goruntime.GOMAXPROCS(0)), code)
+	var img *memImage
+	if src.split {
+		if code, img, err = splitSnapshot(code); err != nil {
+			return nil, nil, fmt.Errorf("wasm: snapshot %s: %w", src.key[:12], err)
+		}
+	}
+	compiled, err := c.rt.CompileModule(experimental.WithCompilationWorkers(ctx, goruntime.GOMAXPROCS(0)), code)
+	return compiled, img, err
 }
 
 // release unpins e.
@@ -166,7 +178,7 @@ func (c *modCache) release(e *modEntry) {
 	if e.elem == nil && e.pins == 0 && e.compiled != nil && c.entries[e.key] != e {
 		// Removed while pinned: close now.
 		_ = e.compiled.Close(context.Background())
-		e.compiled = nil
+		e.compiled, e.img = nil, nil
 	}
 	c.evictLocked()
 	c.mu.Unlock()
@@ -208,7 +220,7 @@ func (c *modCache) removeLocked(e *modEntry) {
 	c.bytes -= int64(e.size)
 	if e.pins == 0 {
 		_ = e.compiled.Close(context.Background())
-		e.compiled = nil
+		e.compiled, e.img = nil, nil
 	}
 }
 

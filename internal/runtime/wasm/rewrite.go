@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync/atomic"
 )
 
 // This file reads and rewrites module binaries for snapshots: it exports
@@ -564,4 +565,114 @@ func joinSections(secs []wasmSection) []byte {
 		b = append(b, s.body...)
 	}
 	return b
+}
+
+// memImage is the initial linear memory of a snapshot module, kept apart
+// from its code (see splitSnapshot). id tells pooled buffers that already
+// hold it from others.
+type memImage struct {
+	id   uint64
+	data []byte // exactly the module's initial memory size
+}
+
+var imageIDs atomic.Uint64
+
+// splitSnapshot turns a snapshot module (snapshotCode's output) into the
+// same module without data segments, and the memory image those segments
+// build. An instance of the split module whose memory already holds the
+// image starts in the same state as one of the original module, without
+// evaluating any segment.
+func splitSnapshot(code []byte) ([]byte, *memImage, error) {
+	m, err := analyseForSnapshot(code)
+	if err != nil {
+		return nil, nil, err
+	}
+	mr := reader{b: m.section(secMemory)}
+	if n, err := mr.u32(); err != nil || n != 1 {
+		return nil, nil, errors.New("snapshot module must define one memory")
+	}
+	if _, err := mr.byte(); err != nil {
+		return nil, nil, err
+	}
+	pages, err := mr.u32()
+	if err != nil {
+		return nil, nil, err
+	}
+	img := &memImage{id: imageIDs.Add(1), data: make([]byte, int(pages)*pageSize)}
+	var secs []wasmSection
+	for _, s := range m.sections {
+		switch s.id {
+		case secDataCount:
+			continue
+		case secData:
+			if err := applySegments(s.body, img.data); err != nil {
+				return nil, nil, err
+			}
+			continue
+		}
+		secs = append(secs, s)
+	}
+	return joinSections(secs), img, nil
+}
+
+// applySegments writes the active data segments of a data section body
+// (each at an i32.const offset of memory 0) into mem.
+func applySegments(body, mem []byte) error {
+	r := reader{b: body}
+	n, err := r.u32()
+	if err != nil {
+		return err
+	}
+	for i := range n {
+		flags, err := r.u32()
+		if err != nil {
+			return err
+		}
+		if flags != 0 {
+			return fmt.Errorf("data segment %d has flags %d", i, flags)
+		}
+		if op, err := r.byte(); err != nil || op != 0x41 {
+			return fmt.Errorf("data segment %d: offset is not an i32.const", i)
+		}
+		off, err := r.s32()
+		if err != nil {
+			return err
+		}
+		if end, err := r.byte(); err != nil || end != 0x0b {
+			return fmt.Errorf("data segment %d: offset is not a constant", i)
+		}
+		size, err := r.u32()
+		if err != nil {
+			return err
+		}
+		b, err := r.bytes(int(size))
+		if err != nil {
+			return err
+		}
+		start := int64(uint32(off))
+		if start+int64(len(b)) > int64(len(mem)) {
+			return fmt.Errorf("data segment %d is out of bounds", i)
+		}
+		copy(mem[start:], b)
+	}
+	return nil
+}
+
+// s32 reads a signed LEB128 32-bit integer.
+func (r *reader) s32() (int32, error) {
+	var v int64
+	for shift := 0; shift < 35; shift += 7 {
+		c, err := r.byte()
+		if err != nil {
+			return 0, err
+		}
+		v |= int64(c&0x7f) << shift
+		if c&0x80 == 0 {
+			if shift+7 < 64 && c&0x40 != 0 {
+				v |= -1 << (shift + 7)
+			}
+			return int32(v), nil
+		}
+	}
+	return 0, errors.New("integer too long")
 }

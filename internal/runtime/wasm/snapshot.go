@@ -75,9 +75,14 @@ func decodeSnapshot(b []byte) (*snapshotImage, error) {
 
 // snapshotSource is a modSource for a snapshot file (or bytes, without a
 // cache directory).
+//
+// Its instances start from the snapshot split into code without data
+// segments and a memory image (splitSnapshot): the image is copied into a
+// pooled buffer when an instance closes, so that the next one finds it in
+// place rather than evaluating the segments as it starts.
 func snapshotSource(path string, img *snapshotImage) *modSource {
 	sum := sha256.Sum256(img.code)
-	src := &modSource{key: hex.EncodeToString(sum[:]), size: len(img.code)}
+	src := &modSource{key: hex.EncodeToString(sum[:]) + "-split", size: len(img.code), split: true}
 	if path == "" {
 		code := img.code
 		src.load = func() ([]byte, error) { return code, nil }
@@ -119,7 +124,7 @@ func (r *Runtime) takeSnapshot(ctx context.Context, t *template, m *snapModule, 
 	// The capture instance is a plain instance of the function, without log
 	// output: nothing of Prepare is an invocation.
 	quiet := t.quietCopy()
-	capture, err := quiet.startReactor(ctx, plain, false, quiet.baseConfig().WithNanotime(r.captureClock, 1))
+	capture, err := quiet.startReactor(ctx, plain, nil, false, quiet.baseConfig().WithNanotime(r.captureClock, 1))
 	if err != nil {
 		return nil, nil, fmt.Errorf("initialising the module: %w", err)
 	}
@@ -162,7 +167,7 @@ func (r *Runtime) takeSnapshot(ctx context.Context, t *template, m *snapModule, 
 			r.mods.dropUnheld(src.key)
 		}
 	}()
-	snap, err := quiet.startReactor(ctx, se.compiled, true, quiet.baseConfig().WithNanotime(r.snapshotClock(img.clock), 1))
+	snap, err := quiet.startReactor(ctx, se.compiled, se.img, true, quiet.baseConfig().WithNanotime(r.snapshotClock(img.clock), 1))
 	if err != nil {
 		return nil, nil, fmt.Errorf("starting the snapshot: %w", err)
 	}
