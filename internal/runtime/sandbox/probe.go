@@ -67,6 +67,11 @@ type probeResult struct {
 	// CAP_SYS_RESOURCE). Else prlimitBin, when found, wraps the command.
 	prlimitDirect bool
 	prlimitBin    string
+	// inside: otherwise the process, stopped at exec, is made to set its
+	// own limits (see setRlimitsInside); rlimitFallback is the layer when
+	// that is off (no ptrace, or it failed once).
+	inside         bool
+	rlimitFallback Layer
 }
 
 var (
@@ -74,18 +79,21 @@ var (
 	// Layers found broken at start time (after the probe) are switched off once.
 	nsOff     atomic.Bool
 	ptraceOff atomic.Bool
+	insideOff atomic.Bool
 	logger    = slog.With("component", "sandbox")
 )
 
 // Probe detects (once) which isolation layers are available.
 func Probe() Report {
-	r := probed().report
-	out := Report{Layers: append([]Layer(nil), r.Layers...)}
+	pr := probed()
+	out := Report{Layers: append([]Layer(nil), pr.report.Layers...)}
 	for i := range out.Layers {
 		switch {
 		case out.Layers[i].Name == "namespaces" && nsOff.Load():
 			out.Layers[i] = Layer{Name: "namespaces", Detail: "refused by the kernel at start; instances share the server's namespaces"}
-		case out.Layers[i].Name == "rlimits" && ptraceOff.Load():
+		case out.Layers[i].Name == "rlimits" && pr.inside && (ptraceOff.Load() || insideOff.Load()):
+			out.Layers[i] = pr.rlimitFallback
+		case out.Layers[i].Name == "rlimits" && pr.prlimitDirect && ptraceOff.Load():
 			out.Layers[i].Detail = "set just after start (ptrace refused): nofile, nproc, core=0"
 		}
 	}
@@ -123,9 +131,14 @@ func doProbe() probeResult {
 			}
 		}
 		if pr.prlimitBin != "" {
-			rl.Detail = "nofile, nproc, core=0, set by " + pr.prlimitBin + " before the command runs (no CAP_SYS_RESOURCE to set them from outside)"
+			pr.rlimitFallback = Layer{Name: "rlimits", Available: true, Detail: "nofile, nproc, core=0, set by " + pr.prlimitBin + " before the command runs (no CAP_SYS_RESOURCE to set them from outside)"}
 		} else {
-			rl = Layer{Name: "rlimits", Detail: "no CAP_SYS_RESOURCE and no prlimit(1): instances inherit the server's limits"}
+			pr.rlimitFallback = Layer{Name: "rlimits", Detail: "no CAP_SYS_RESOURCE and no prlimit(1): instances inherit the server's limits"}
+		}
+		rl = pr.rlimitFallback
+		if pr.inside = canInject; pr.inside {
+			rl.Available = true
+			rl.Detail = "nofile, nproc, core=0, set by the process on itself while stopped at exec (no CAP_SYS_RESOURCE to set them from outside)"
 		}
 	}
 	r.Layers = append(r.Layers, rl,

@@ -185,9 +185,10 @@ func (p *Process) start(cfg *Config, pr probeResult, path string, dirf *os.File)
 			Path: path,
 			Args: cfg.Args,
 		}
-		if pr.prlimitBin != "" {
-			// We may not set another user's rlimits (no CAP_SYS_RESOURCE):
-			// prlimit(1) sets its own and execs the command.
+		if pr.prlimitBin != "" && !(attr.Ptrace && pr.inside && !insideOff.Load()) {
+			// We may not set another user's rlimits (no CAP_SYS_RESOURCE),
+			// nor (untraced) make the process set its own: prlimit(1) sets
+			// its own and execs the command.
 			l := p.rlimits(cfg, pr)
 			p.cmd.Path = pr.prlimitBin
 			p.cmd.Args = append([]string{pr.prlimitBin,
@@ -212,6 +213,13 @@ func (p *Process) start(cfg *Config, pr probeResult, path string, dirf *os.File)
 		if err == nil {
 			return nil
 		}
+		var ie *insideError
+		if errors.As(err, &ie) {
+			if insideOff.CompareAndSwap(false, true) {
+				logger.Warn("could not make the process set its own rlimits; using prlimit(1) where there is one", "err", err)
+			}
+			continue
+		}
 		var se *startError
 		if errors.As(err, &se) && (errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSYS)) {
 			if ns {
@@ -233,7 +241,7 @@ func (p *Process) start(cfg *Config, pr probeResult, path string, dirf *os.File)
 
 // startTraced starts the command. With ptrace the child stops right after
 // execve, before its first instruction: we move it into its (v1) cgroup and
-// set its rlimits there, then let it run. That keeps the server a single
+// set its rlimits there (or make it set them itself), then let it run. That keeps the server a single
 // binary with no re-exec shim, whose Go start-up would cost milliseconds per
 // cold start.
 func (p *Process) startTraced(cfg *Config, pr probeResult) error {
@@ -253,32 +261,47 @@ func (p *Process) startTraced(cfg *Config, pr probeResult) error {
 		return err
 	}
 	if traced {
-		var ws syscall.WaitStatus
-		for {
-			_, err := syscall.Wait4(p.pid, &ws, syscall.WALL, nil)
-			if err == syscall.EINTR {
-				continue
-			}
-			if err != nil {
-				return fail(fmt.Errorf("wait for exec stop: %w", err))
-			}
-			break
-		}
-		if !ws.Stopped() {
-			return fail(fmt.Errorf("process ended before it ran (status %v)", ws))
+		if err := waitStop(p.pid); err != nil {
+			return fail(fmt.Errorf("wait for exec stop: %w", err))
 		}
 	}
-	err := p.setup(cfg, pr)
-	if traced {
-		if derr := syscall.PtraceDetach(p.pid); derr != nil && err == nil {
-			err = fmt.Errorf("detach: %w", derr)
-		}
-	}
-	if err != nil {
+	if err := p.setup(cfg, pr, traced); err != nil {
+		// Killed while still stopped: it never runs half set up.
 		return fail(err)
+	}
+	if traced {
+		if err := syscall.PtraceDetach(p.pid); err != nil {
+			return fail(fmt.Errorf("detach: %w", err))
+		}
 	}
 	return nil
 }
+
+// waitStop waits until the traced process stops.
+func waitStop(pid int) error {
+	var ws syscall.WaitStatus
+	for {
+		_, err := syscall.Wait4(pid, &ws, syscall.WALL, nil)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		break
+	}
+	if !ws.Stopped() {
+		return fmt.Errorf("process ended before it ran (status %v)", ws)
+	}
+	return nil
+}
+
+// insideError is a failure to make the process set its own rlimits; the
+// start is retried with prlimit(1).
+type insideError struct{ err error }
+
+func (e *insideError) Error() string { return "set rlimits inside the process: " + e.err.Error() }
+func (e *insideError) Unwrap() error { return e.err }
 
 // startError is a failure of the fork/exec itself (as opposed to the setup
 // that follows), which may be a layer the kernel refuses.
@@ -287,17 +310,24 @@ type startError struct{ err error }
 func (e *startError) Error() string { return e.err.Error() }
 func (e *startError) Unwrap() error { return e.err }
 
-func (p *Process) setup(cfg *Config, pr probeResult) error {
+func (p *Process) setup(cfg *Config, pr probeResult, traced bool) error {
 	if p.cg != nil && !p.cmd.SysProcAttr.UseCgroupFD {
 		if err := p.cg.join(p.pid); err != nil {
 			return err
 		}
 	}
+	res := []int{unix.RLIMIT_NOFILE, unix.RLIMIT_NPROC, unix.RLIMIT_CORE}
 	if !pr.prlimitDirect {
+		if traced && pr.inside && !insideOff.Load() {
+			l := p.rlimits(cfg, pr)
+			if err := setRlimitsInside(p.pid, res, l[:]); err != nil {
+				return &insideError{err}
+			}
+		}
 		return nil
 	}
 	l := p.rlimits(cfg, pr)
-	for i, res := range []int{unix.RLIMIT_NOFILE, unix.RLIMIT_NPROC, unix.RLIMIT_CORE} {
+	for i, res := range res {
 		if err := unix.Prlimit(p.pid, res, &l[i], nil); err != nil {
 			return fmt.Errorf("set rlimit %d: %w", res, err)
 		}

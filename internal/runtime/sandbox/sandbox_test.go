@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -318,4 +319,38 @@ func TestDegradedLayers(t *testing.T) {
 	t.Run("tree", TestKillWholeTree)
 	t.Run("forkbomb", TestForkBomb)
 	t.Run("exit", TestExitStatusAndMissingCommand)
+}
+
+// TestRlimits checks the limits an instance runs with, soft and hard, by
+// every way the machine offers to set them.
+func TestRlimits(t *testing.T) {
+	check := func(t *testing.T) {
+		dir := codeDir(t, "cat /proc/self/limits\n")
+		var out syncBuf
+		p := start(t, Config{Args: []string{"./run.sh"}, Dir: dir, Stdout: &out, Pids: 32})
+		waitDone(t, p)
+		want := p.rlimits(&Config{Pids: 32}, probed())
+		for i, name := range []string{"Max open files", "Max processes", "Max core file size"} {
+			val := strconv.FormatUint(want[i].Cur, 10)
+			re := regexp.MustCompile(`(?m)^` + name + `\s+` + val + `\s+` + val + `\s`)
+			if !re.MatchString(out.String()) {
+				t.Errorf("want %s %s (soft and hard):\n%s", name, val, out.String())
+			}
+		}
+		assertGone(t, p, nil)
+	}
+	t.Run("default", check)
+	pr := probed()
+	if pr.inside {
+		// As after a failure to set them inside the process.
+		insideOff.Store(true)
+		t.Cleanup(func() { insideOff.Store(false) })
+		if pr.prlimitBin == "" {
+			return
+		}
+		if Probe().String() == pr.report.String() {
+			t.Error("report unchanged with the fallback in use")
+		}
+		t.Run("prlimit", check)
+	}
 }
