@@ -26,7 +26,7 @@ type Instance struct {
 	logs   *logs
 	addr   string // host:port
 	base   string // "http://host:port"
-	client *http.Transport
+	client *client
 	hostEP *hostapi.Endpoint // the instance's host API endpoint, or nil
 
 	closeOnce sync.Once
@@ -76,7 +76,6 @@ func (t *Template) NewInstance(ctx context.Context) (runtime.Instance, error) {
 	lg.start()
 	conc := max(t.spec.Concurrency, 1)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	dialer := &net.Dialer{}
 	in := &Instance{
 		t:      t,
 		proc:   proc,
@@ -84,18 +83,7 @@ func (t *Template) NewInstance(ctx context.Context) (runtime.Instance, error) {
 		hostEP: hostEP,
 		addr:   addr,
 		base:   "http://" + addr,
-		client: &http.Transport{
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return dialer.DialContext(ctx, "tcp", addr)
-			},
-			MaxIdleConns:        conc + 4,
-			MaxIdleConnsPerHost: conc + 4,
-			IdleConnTimeout:     90 * time.Second,
-			DisableCompression:  true,
-			ForceAttemptHTTP2:   false,
-			WriteBufferSize:     32 << 10,
-			ReadBufferSize:      32 << 10,
-		},
+		client: newClient(addr, conc+4),
 	}
 	if err := in.waitReady(ctx); err != nil {
 		in.Close()
@@ -113,8 +101,9 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// waitReady polls (backing off from 100µs) until the process answers any
-// HTTP request on its port, exits, or runs out of start time.
+// waitReady polls until the process answers any HTTP request on its port,
+// exits, or runs out of start time. Polls back off from 100µs to 1ms for the
+// first second (a refused connection costs microseconds), then to 20ms.
 func (in *Instance) waitReady(ctx context.Context) error {
 	limit := in.t.startTimeout
 	deadline := time.Now().Add(limit)
@@ -147,28 +136,33 @@ func (in *Instance) waitReady(ctx context.Context) error {
 			return runtime.Errorf(runtime.StartFailed, "%s", msg)
 		case <-timer.C:
 		}
-		wait = min(wait*2, 20*time.Millisecond)
+		ceiling := time.Millisecond
+		if time.Until(deadline) < limit-time.Second {
+			ceiling = 20 * time.Millisecond
+		}
+		wait = min(wait*3/2, ceiling)
 	}
 }
 
-// probe reports whether the port accepts a connection and answers HTTP.
+// probe reports whether the port accepts a connection and answers HTTP. The
+// connection stays open for the first invocation.
 func (in *Instance) probe(ctx context.Context) bool {
-	c, err := net.DialTimeout("tcp", in.addr, 100*time.Millisecond)
-	if err != nil {
-		return false
-	}
-	c.Close()
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodHead, in.base+"/", nil)
 	if err != nil {
 		return false
 	}
 	req.Header.Set("User-Agent", "nimbus-readiness")
-	resp, err := in.client.RoundTrip(req)
+	resp, ex, err := in.client.roundTrip(ctx, req)
 	if err != nil {
 		return false
 	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		ex.fail()
+	} else {
+		ex.done(resp)
+	}
 	return true
 }
 
@@ -215,6 +209,13 @@ func copyHeader(dst, src http.Header) {
 	}
 }
 
+// copyRequestHeader is copyHeader for the request to the process, less
+// Expect: the server in front already answered any 100-continue.
+func copyRequestHeader(dst, src http.Header) {
+	copyHeader(dst, src)
+	dst.Del("Expect")
+}
+
 // Invoke proxies one request to the process, streaming both bodies.
 func (in *Instance) Invoke(ctx context.Context, req *runtime.Request, w http.ResponseWriter) error {
 	select {
@@ -246,7 +247,7 @@ func (in *Instance) Invoke(ctx context.Context, req *runtime.Request, w http.Res
 		out.ContentLength = 0
 	}
 	if req.Header != nil {
-		copyHeader(out.Header, req.Header)
+		copyRequestHeader(out.Header, req.Header)
 	}
 	out.Host = req.Host
 	if ip, _, err := net.SplitHostPort(req.RemoteAddr); err == nil {
@@ -276,11 +277,10 @@ func (in *Instance) Invoke(ctx context.Context, req *runtime.Request, w http.Res
 	in.logs.begin(req.InvocationID)
 	defer in.logs.end(req.InvocationID)
 
-	resp, err := in.client.RoundTrip(out)
+	resp, ex, err := in.client.roundTrip(ctx, out)
 	if err != nil {
 		return in.failed(ctx, err)
 	}
-	defer resp.Body.Close()
 	h := w.Header()
 	copyHeader(h, resp.Header)
 	for k := range resp.Trailer {
@@ -288,8 +288,10 @@ func (in *Instance) Invoke(ctx context.Context, req *runtime.Request, w http.Res
 	}
 	w.WriteHeader(resp.StatusCode)
 	if err := in.stream(w, resp.Body); err != nil {
+		ex.fail()
 		return in.failed(ctx, err)
 	}
+	ex.done(resp)
 	for k, vv := range resp.Trailer {
 		h[http.TrailerPrefix+k] = vv
 	}
@@ -316,7 +318,7 @@ func (in *Instance) stream(w http.ResponseWriter, body io.Reader) error {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return errWrite{werr}
 			}
-			if n < len(buf) {
+			if n < len(buf) && err == nil {
 				if ferr := rc.Flush(); ferr != nil && !errors.Is(ferr, http.ErrNotSupported) {
 					return errWrite{ferr}
 				}
@@ -395,7 +397,7 @@ func (in *Instance) Done() <-chan struct{} { return in.proc.Done() }
 func (in *Instance) Close() error {
 	in.closeOnce.Do(func() {
 		in.closeErr = in.proc.Kill()
-		in.client.CloseIdleConnections()
+		in.client.closeIdle(true)
 		in.drainLogs()
 		in.logs.closeReaders()
 		in.logs.wg.Wait()

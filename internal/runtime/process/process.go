@@ -8,9 +8,10 @@
 //
 // Readiness: an instance is ready when a TCP connection to 127.0.0.1:$PORT
 // succeeds and a `HEAD /` (User-Agent nimbus-readiness) gets any HTTP answer;
-// polls back off from 100µs to 20ms. The port is picked by binding :0 and
-// releasing it, so another program may take it first; the instance then fails
-// to start with its own error in the message, and the pool starts another.
+// polls back off from 100µs to 1ms (to 20ms after the first second). The
+// port is picked by binding :0 and releasing it, so another program may take
+// it first; the instance then fails to start with its own error in the
+// message, and the pool starts another.
 package process
 
 import (
