@@ -108,6 +108,12 @@ func (s *cgroupSys) create(cfg *Config) (*cgroup, error) {
 		err = mk("", s.v2)
 	} else {
 		for c, parent := range s.v1 {
+			if c == "cpu" && cfg.CPUs <= 0 {
+				// Without a quota a cpu group only changes how the kernel
+				// shares the CPU (all instances together would weigh as
+				// much as one server thread), and costs a directory.
+				continue
+			}
 			if err = mk(c, parent); err != nil {
 				break
 			}

@@ -141,6 +141,22 @@ readlink /proc/self/ns/pid /proc/self/ns/ipc /proc/self/ns/uts /proc/self/ns/mnt
 `)
 	var out, errb syncBuf
 	p := start(t, Config{Args: []string{"./run.sh"}, Dir: dir, Env: []string{"PATH=/usr/bin:/bin", "GREETING=hi"}, Stdout: &out, Stderr: &errb, MemoryMB: 64, Pids: 32, CPUs: 0.5})
+	if p.cg != nil {
+		quota := "cpu.max"
+		if p.cg.sys.v2 == "" {
+			quota = "cpu.cfs_quota_us"
+		}
+		if dir, ok := p.cg.dirs["cpu"]; ok || p.cg.sys.v2 != "" {
+			if dir == "" {
+				dir = p.cg.dirs[""]
+			}
+			if got := readString(filepath.Join(dir, quota)); p.cg.sys.has("cpu") && !strings.HasPrefix(got, "50000") {
+				t.Errorf("%s = %q, want 50000 (0.5 CPUs)", quota, got)
+			}
+		} else if p.cg.sys.has("cpu") {
+			t.Error("no cpu cgroup for an instance with a cpu limit")
+		}
+	}
 	waitDone(t, p)
 	got := out.String()
 	if ee := p.ExitErr(); ee == nil || ee.Error() != "exit status 0" {
