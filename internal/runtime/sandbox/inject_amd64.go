@@ -26,61 +26,89 @@ func setRlimitsInside(pid int, res []int, lims []unix.Rlimit) (err error) {
 		return fmt.Errorf("get registers: %w", err)
 	}
 	pc := uintptr(saved.Rip)
-	// The limit goes below the red zone of the initial stack (exec maps at
-	// least 128 KiB of stack below the arguments).
-	scratch := (uintptr(saved.Rsp) - 256) &^ 15
-	var code, stack [16]byte
-	if _, err := unix.PtracePeekText(pid, pc, code[:8]); err != nil {
-		return fmt.Errorf("read code: %w", err)
+	// Code and limits go at the entry point, written through /proc/PID/mem
+	// (which, for the tracer, writes read-only pages too): a few system calls
+	// rather than one ptrace call per word.
+	blob, codeLen := rlimitCode(res, lims, pc)
+	mem, err := unix.Open(fmt.Sprintf("/proc/%d/mem", pid), unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open memory: %w", err)
 	}
-	if _, err := unix.PtracePeekData(pid, scratch, stack[:]); err != nil {
-		return fmt.Errorf("read stack: %w", err)
+	defer unix.Close(mem)
+	orig := make([]byte, len(blob))
+	if n, err := unix.Pread(mem, orig, int64(pc)); err != nil || n != len(orig) {
+		return fmt.Errorf("read code: %d bytes, %v", n, err)
 	}
-	patched := code
-	patched[0], patched[1] = 0x0f, 0x05 // syscall
-	if _, err := unix.PtracePokeText(pid, pc, patched[:8]); err != nil {
-		return fmt.Errorf("write code: %w", err)
+	if n, err := unix.Pwrite(mem, blob, int64(pc)); err != nil || n != len(blob) {
+		if n > 0 {
+			unix.Pwrite(mem, orig[:n], int64(pc))
+		}
+		return fmt.Errorf("write code: %d bytes, %v", n, err)
 	}
 	defer func() {
-		_, perr := unix.PtracePokeText(pid, pc, code[:8])
-		_, serr := unix.PtracePokeData(pid, scratch, stack[:])
+		n, perr := unix.Pwrite(mem, orig, int64(pc))
+		if perr == nil && n != len(orig) {
+			perr = fmt.Errorf("%d of %d bytes", n, len(orig))
+		}
 		rerr := unix.PtraceSetRegs(pid, &saved)
-		for _, e := range []error{perr, serr, rerr} {
+		for _, e := range []error{perr, rerr} {
 			if e != nil && err == nil {
 				err = fmt.Errorf("restore: %w", e)
 			}
 		}
 	}()
-	for i, r := range res {
-		var lim [16]byte
-		binary.LittleEndian.PutUint64(lim[:8], lims[i].Cur)
-		binary.LittleEndian.PutUint64(lim[8:], lims[i].Max)
-		if _, err := unix.PtracePokeData(pid, scratch, lim[:]); err != nil {
-			return fmt.Errorf("write limit: %w", err)
-		}
-		regs := saved
-		regs.Rip = uint64(pc)
-		regs.Rax = unix.SYS_PRLIMIT64
-		regs.Orig_rax = ^uint64(0) // not in a system call: no restart
-		regs.Rdi, regs.Rsi, regs.Rdx, regs.R10 = 0, uint64(r), uint64(scratch), 0
-		if err := unix.PtraceSetRegs(pid, &regs); err != nil {
-			return fmt.Errorf("set registers: %w", err)
-		}
-		if err := unix.PtraceSingleStep(pid); err != nil {
-			return fmt.Errorf("step: %w", err)
-		}
-		if err := waitStop(pid); err != nil {
-			return err
-		}
-		if err := unix.PtraceGetRegs(pid, &regs); err != nil {
-			return fmt.Errorf("get registers: %w", err)
-		}
-		if regs.Rip != uint64(pc)+2 {
-			return fmt.Errorf("step ended at %#x, not after the system call at %#x", regs.Rip, pc)
-		}
-		if rv := int64(regs.Rax); rv < 0 {
-			return fmt.Errorf("rlimit %d: %w", r, syscall.Errno(-rv))
-		}
+	// Run it to its breakpoint: one stop for all the limits.
+	if err := unix.PtraceCont(pid, 0); err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	if err := waitStop(pid); err != nil {
+		return err
+	}
+	var regs unix.PtraceRegs
+	if err := unix.PtraceGetRegs(pid, &regs); err != nil {
+		return fmt.Errorf("get registers: %w", err)
+	}
+	if end := uint64(pc) + uint64(codeLen); regs.Rip != end {
+		return fmt.Errorf("stopped at %#x, not at the end of the injected code %#x", regs.Rip, end)
+	}
+	if rv := int64(regs.Rax); rv < 0 {
+		return fmt.Errorf("prlimit64: %w", syscall.Errno(-rv))
 	}
 	return nil
+}
+
+// rlimitCode is amd64 machine code, to be placed at pc, that calls
+// prlimit64(0, res[i], &lims[i], NULL) for each i, stops at the first
+// failure, and ends with a breakpoint (int3) with the last result in rax;
+// the limits follow the code. codeLen is where the breakpoint stops.
+func rlimitCode(res []int, lims []unix.Rlimit, pc uintptr) (blob []byte, codeLen int) {
+	var c []byte
+	le32 := func(v uint32) { c = binary.LittleEndian.AppendUint32(c, v) }
+	var addrs, exits []int // offsets of the limit addresses and js displacements
+	for _, r := range res {
+		c = append(c, 0xb8) // mov eax, SYS_prlimit64
+		le32(unix.SYS_PRLIMIT64)
+		c = append(c, 0x31, 0xff) // xor edi, edi
+		c = append(c, 0xbe)       // mov esi, resource
+		le32(uint32(r))
+		c = append(c, 0x48, 0xba) // mov rdx, imm64 (the limit's address)
+		addrs = append(addrs, len(c))
+		c = append(c, make([]byte, 8)...)
+		c = append(c, 0x45, 0x31, 0xd2) // xor r10d, r10d
+		c = append(c, 0x0f, 0x05)       // syscall
+		c = append(c, 0x48, 0x85, 0xc0) // test rax, rax
+		c = append(c, 0x78, 0)          // js end
+		exits = append(exits, len(c)-1)
+	}
+	end := len(c)
+	c = append(c, 0xcc) // int3
+	for _, at := range exits {
+		c[at] = byte(end - (at + 1))
+	}
+	for i, l := range lims {
+		binary.LittleEndian.PutUint64(c[addrs[i]:], uint64(pc)+uint64(len(c)))
+		c = binary.LittleEndian.AppendUint64(c, l.Cur)
+		c = binary.LittleEndian.AppendUint64(c, l.Max)
+	}
+	return c, end + 1
 }

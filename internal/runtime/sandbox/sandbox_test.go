@@ -357,6 +357,9 @@ func TestRlimits(t *testing.T) {
 	}
 	t.Run("default", check)
 	pr := probed()
+	if pr.inside && insideOff.Load() {
+		t.Error("the process could not set its own rlimits: prlimit(1) was used instead")
+	}
 	if pr.inside {
 		// As after a failure to set them inside the process.
 		insideOff.Store(true)
