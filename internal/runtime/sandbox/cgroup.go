@@ -33,7 +33,33 @@ type cgroupSys struct {
 
 	mu   sync.Mutex
 	live int // instances of this process, to remove the parent at zero
+	// spares are fresh cgroups made ahead, off the start path, for the next
+	// instance with the same limits; they exist only while live > 0.
+	spares    map[cgKey]*cgroup
+	refilling map[cgKey]bool
 }
+
+// cgKey is the limits a cgroup is made with.
+type cgKey struct {
+	memMB, pids int
+	cpus        float64
+}
+
+func keyOf(cfg *Config) cgKey {
+	pids := cfg.Pids
+	if pids <= 0 {
+		pids = DefaultPids
+	}
+	return cgKey{max(cfg.MemoryMB, 0), pids, max(cfg.CPUs, 0)}
+}
+
+// Spares: at most maxSpares limit sets, each made spareDelay after a start
+// took (or missed) its spare, so that making it does not compete with that
+// start for the CPU.
+const (
+	maxSpares  = 16
+	spareDelay = 100 * time.Millisecond
+)
 
 var instanceSeq atomic.Uint64
 
@@ -77,15 +103,57 @@ func (s *cgroupSys) ensureParents() error {
 	return nil
 }
 
-// create makes an instance cgroup with the limits of cfg.
+// create returns an instance cgroup with the limits of cfg: a spare made
+// ahead when there is one, else a new one.
 func (s *cgroupSys) create(cfg *Config) (*cgroup, error) {
+	key := keyOf(cfg)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer s.refillLocked(key, *cfg)
+	if cg := s.spares[key]; cg != nil {
+		delete(s.spares, key)
+		s.live++
+		return cg, nil
+	}
 	if s.live == 0 {
 		if err := s.ensureParents(); err != nil {
 			return nil, fmt.Errorf("sandbox: create parent cgroup: %w", err)
 		}
 	}
+	cg, err := s.makeLocked(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.live++
+	return cg, nil
+}
+
+// refillLocked schedules a spare for key unless there is one (or one is on
+// its way).
+func (s *cgroupSys) refillLocked(key cgKey, cfg Config) {
+	if s.refilling[key] || s.spares[key] != nil || len(s.spares) >= maxSpares {
+		return
+	}
+	if s.refilling == nil {
+		s.refilling = map[cgKey]bool{}
+		s.spares = map[cgKey]*cgroup{}
+	}
+	s.refilling[key] = true
+	time.AfterFunc(spareDelay, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		delete(s.refilling, key)
+		if s.live == 0 || s.spares[key] != nil || len(s.spares) >= maxSpares {
+			return
+		}
+		if cg, err := s.makeLocked(&cfg); err == nil {
+			s.spares[key] = cg
+		}
+	})
+}
+
+// makeLocked makes a new cgroup with the limits of cfg.
+func (s *cgroupSys) makeLocked(cfg *Config) (*cgroup, error) {
 	name := fmt.Sprintf("i-%d-%d", os.Getpid(), instanceSeq.Add(1))
 	cg := &cgroup{sys: s, dirs: map[string]string{}}
 	mk := func(ctrl, parent string) error {
@@ -126,7 +194,6 @@ func (s *cgroupSys) create(cfg *Config) (*cgroup, error) {
 		cg.rmdirs()
 		return nil, fmt.Errorf("sandbox: create cgroup %s: %w", name, err)
 	}
-	s.live++
 	return cg, nil
 }
 
@@ -304,6 +371,10 @@ func (cg *cgroup) remove() error {
 	s.mu.Lock()
 	s.live--
 	if s.live == 0 {
+		for k, sp := range s.spares {
+			sp.rmdirs()
+			delete(s.spares, k)
+		}
 		// Leave nothing behind in the server's own cgroup; another Nimbus
 		// process still using the parent keeps it (rmdir fails: EBUSY).
 		if s.v2 != "" {

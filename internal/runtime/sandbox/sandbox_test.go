@@ -7,9 +7,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -371,5 +373,57 @@ func TestRlimits(t *testing.T) {
 			t.Error("report unchanged with the fallback in use")
 		}
 		t.Run("prlimit", check)
+	}
+}
+
+// TestSpareCgroups checks that a start takes the cgroup made ahead for its
+// limits, and that no spare outlives the last instance.
+func TestSpareCgroups(t *testing.T) {
+	pr := probed()
+	if pr.cg == nil {
+		t.Skip("no cgroups")
+	}
+	s := pr.cg
+	dir := codeDir(t, "sleep 60\n")
+	cfg := Config{Args: []string{"./run.sh"}, Dir: dir, MemoryMB: 77, Pids: 33}
+	first := start(t, cfg)
+	var spare *cgroup
+	eventually(t, 10*time.Second, func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if spare = s.spares[keyOf(&cfg)]; spare == nil {
+			return errors.New("no spare made")
+		}
+		return nil
+	})
+	spareDirs := maps.Clone(spare.dirs)
+	if got := readString(filepath.Join(spareDirs["pids"], "pids.max")); spareDirs["pids"] != "" && got != "33" {
+		t.Errorf("spare pids.max = %q", got)
+	}
+	second := start(t, cfg)
+	if !maps.Equal(second.cg.dirs, spareDirs) {
+		t.Errorf("second instance got cgroup %v, not the spare %v", second.cg.dirs, spareDirs)
+	}
+	// The next spare is made; then the last instance takes every spare along.
+	eventually(t, 10*time.Second, func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if sp := s.spares[keyOf(&cfg)]; sp == nil || maps.Equal(sp.dirs, spareDirs) {
+			return errors.New("no new spare")
+		}
+		return nil
+	})
+	s.mu.Lock()
+	var left []string
+	for _, sp := range s.spares {
+		left = slices.AppendSeq(left, maps.Values(sp.dirs))
+	}
+	s.mu.Unlock()
+	assertGone(t, first, nil)
+	assertGone(t, second, nil)
+	for _, d := range left {
+		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("spare cgroup %s left after the last instance (%v)", d, err)
+		}
 	}
 }
