@@ -29,6 +29,7 @@ const parentName = "nimbus"
 type cgroupSys struct {
 	v2     string            // v2: the parent directory; "" on v1
 	v1     map[string]string // v1: controller → parent directory
+	mount  map[string]string // v1: controller → mount point
 	detail string            // what was found, for the report
 
 	mu   sync.Mutex
@@ -265,6 +266,51 @@ func (cg *cgroup) join(pid int) error {
 	return nil
 }
 
+// enterThread moves the calling OS thread (v1: every controller's tasks
+// file) into the cgroup, so that a child it forks is born there; back moves
+// it to where it was. The caller must hold the thread locked, and must not
+// let Go run anything else on it while it is inside (nor after a failed
+// back).
+func (cg *cgroup) enterThread() (back func() error, err error) {
+	tid := strconv.Itoa(unix.Gettid())
+	b, err := os.ReadFile("/proc/thread-self/cgroup")
+	if err != nil {
+		return nil, err
+	}
+	home := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		for _, c := range strings.Split(parts[1], ",") {
+			if m, ok := cg.sys.mount[c]; ok {
+				home[c] = filepath.Join(m, parts[2])
+			}
+		}
+	}
+	var moved []string
+	back = func() error {
+		var first error
+		for _, c := range moved {
+			if err := os.WriteFile(filepath.Join(home[c], "tasks"), []byte(tid), 0); err != nil && first == nil {
+				first = err
+			}
+		}
+		return first
+	}
+	for c, d := range cg.dirs {
+		if home[c] == "" {
+			return back, fmt.Errorf("no %s cgroup of our own in /proc/thread-self/cgroup", c)
+		}
+		if err := os.WriteFile(filepath.Join(d, "tasks"), []byte(tid), 0); err != nil {
+			return back, err
+		}
+		moved = append(moved, c)
+	}
+	return back, nil
+}
+
 // oomKills reports how many processes the kernel OOM-killed in this cgroup.
 func (cg *cgroup) oomKills() int {
 	var file string
@@ -465,7 +511,7 @@ func probeCgroups() (*cgroupSys, []Layer) {
 			}
 		}
 	}
-	s := &cgroupSys{v1: map[string]string{}}
+	s := &cgroupSys{v1: map[string]string{}, mount: map[string]string{}}
 	var layers []Layer
 	var found, missing []string
 	for _, c := range []string{"memory", "pids", "cpu", "freezer"} {
@@ -480,6 +526,7 @@ func probeCgroups() (*cgroupSys, []Layer) {
 			continue
 		}
 		s.v1[c] = parent
+		s.mount[c] = m
 		found = append(found, c)
 	}
 	if len(found) == 0 {

@@ -59,6 +59,7 @@ type Process struct {
 	pid     int
 	tmp     string
 	cg      *cgroup
+	born    bool // started inside its cgroup
 	memMB   int
 	done    chan struct{}
 	exitErr error
@@ -246,12 +247,19 @@ func (p *Process) start(cfg *Config, pr probeResult, path string, dirf *os.File)
 // cold start.
 func (p *Process) startTraced(cfg *Config, pr probeResult) error {
 	traced := p.cmd.SysProcAttr.Ptrace
+	p.born = false
 	if traced {
 		// ptrace requests must come from the thread that forked the child.
 		goruntime.LockOSThread()
 		defer goruntime.UnlockOSThread()
 	}
-	if err := p.cmd.Start(); err != nil {
+	if !traced && p.cg != nil && p.cg.sys.v2 == "" {
+		// Not stopped at exec, the process could fork before it joined
+		// its cgroup: it is born in it instead.
+		if err := p.startInCgroup(); err != nil {
+			return err
+		}
+	} else if err := p.cmd.Start(); err != nil {
 		return &startError{err}
 	}
 	p.pid = p.cmd.Process.Pid
@@ -274,6 +282,40 @@ func (p *Process) startTraced(cfg *Config, pr probeResult) error {
 			return fail(fmt.Errorf("detach: %w", err))
 		}
 	}
+	return nil
+}
+
+// startInCgroup starts the command from a thread moved into the (v1)
+// cgroup, so that the child is born in it. The thread runs nothing else
+// meanwhile; if it cannot be moved back it is left locked, and Go ends it.
+func (p *Process) startInCgroup() error {
+	errc := make(chan error, 1)
+	go func() {
+		goruntime.LockOSThread()
+		back, err := p.cg.enterThread()
+		if err == nil {
+			if err = p.cmd.Start(); err != nil {
+				err = &startError{err}
+			}
+		}
+		if berr := back(); berr != nil {
+			if err == nil {
+				p.cmd.Process.Kill()
+				p.cmd.Wait()
+			}
+			errc <- fmt.Errorf("leave the instance cgroup: %w", berr)
+			return // the thread stays locked: it exits with this goroutine
+		}
+		goruntime.UnlockOSThread()
+		errc <- err
+	}()
+	if err := <-errc; err != nil {
+		if _, ok := err.(*startError); ok {
+			return err
+		}
+		return fmt.Errorf("start in cgroup: %w", err)
+	}
+	p.born = true
 	return nil
 }
 
@@ -311,7 +353,7 @@ func (e *startError) Error() string { return e.err.Error() }
 func (e *startError) Unwrap() error { return e.err }
 
 func (p *Process) setup(cfg *Config, pr probeResult, traced bool) error {
-	if p.cg != nil && !p.cmd.SysProcAttr.UseCgroupFD {
+	if p.cg != nil && !p.cmd.SysProcAttr.UseCgroupFD && !p.born {
 		if err := p.cg.join(p.pid); err != nil {
 			return err
 		}

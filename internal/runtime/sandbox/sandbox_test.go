@@ -337,6 +337,31 @@ func TestDegradedLayers(t *testing.T) {
 	t.Run("tree", TestKillWholeTree)
 	t.Run("forkbomb", TestForkBomb)
 	t.Run("exit", TestExitStatusAndMissingCommand)
+	t.Run("born in cgroup", func(t *testing.T) {
+		pr := probed()
+		if pr.cg == nil || pr.cg.v2 != "" {
+			t.Skip("no cgroup v1")
+		}
+		// Its first child runs before a join after start could happen.
+		dir := codeDir(t, "cat /proc/self/cgroup\n")
+		var out syncBuf
+		p := start(t, Config{Args: []string{"./run.sh"}, Dir: dir, Stdout: &out})
+		waitDone(t, p)
+		for c := range p.cg.dirs {
+			if !regexp.MustCompile(`(?m)^\d+:[^:]*\b` + c + `\b[^:]*:.*/nimbus/i-`).MatchString(out.String()) {
+				t.Errorf("first child not in the instance's %s cgroup:\n%s", c, out.String())
+			}
+		}
+		// The server's threads all went back to where they were.
+		tasks, _ := os.ReadDir("/proc/self/task")
+		for _, task := range tasks {
+			b, _ := os.ReadFile("/proc/self/task/" + task.Name() + "/cgroup")
+			if strings.Contains(string(b), "/nimbus/i-") {
+				t.Errorf("server thread %s left in an instance cgroup:\n%s", task.Name(), b)
+			}
+		}
+		assertGone(t, p, nil)
+	})
 }
 
 // TestRlimits checks the limits an instance runs with, soft and hard, by
