@@ -35,10 +35,18 @@ type client struct {
 
 // conn is one connection to the process.
 type conn struct {
-	nc net.Conn
-	br *bufio.Reader
-	bw *bufio.Writer
+	nc   net.Conn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	idle time.Time // when it went back to the pool
 }
+
+// checkAfter is how long a connection may idle before a bodiless request
+// checks it for a close by the process: servers close idle connections after
+// seconds, and such a request is sent again on a new connection anyway. A
+// check is a system call (microseconds, a tenth of the hop here); a request
+// with a body always checks, since it cannot be sent again.
+const checkAfter = time.Second
 
 const connBuf = 32 << 10
 
@@ -47,7 +55,7 @@ func newClient(addr string, maxIdle int) *client {
 }
 
 // get returns an idle connection that is still open, or dials a new one.
-func (c *client) get(ctx context.Context) (cn *conn, reused bool, err error) {
+func (c *client) get(ctx context.Context, replayable bool) (cn *conn, reused bool, err error) {
 	for {
 		c.mu.Lock()
 		if n := len(c.idle); n > 0 {
@@ -58,7 +66,7 @@ func (c *client) get(ctx context.Context) (cn *conn, reused bool, err error) {
 		if cn == nil {
 			break
 		}
-		if cn.idleOK() {
+		if replayable && time.Since(cn.idle) < checkAfter && cn.br.Buffered() == 0 || cn.idleOK() {
 			return cn, true, nil
 		}
 		cn.nc.Close()
@@ -97,6 +105,7 @@ func (cn *conn) idleOK() bool {
 
 // put returns a connection whose exchange completed to the pool.
 func (c *client) put(cn *conn) {
+	cn.idle = time.Now()
 	c.mu.Lock()
 	if !c.closed && len(c.idle) < c.maxIdle {
 		c.idle = append(c.idle, cn)
@@ -173,13 +182,13 @@ func (c *client) roundTrip(ctx context.Context, req *http.Request) (*http.Respon
 }
 
 func (c *client) try(ctx context.Context, req *http.Request, mayRetry bool) (*http.Response, *exchange, error) {
-	cn, reused, err := c.get(ctx)
+	noBody := req.Body == nil || req.Body == http.NoBody
+	cn, reused, err := c.get(ctx, noBody && mayRetry)
 	if err != nil {
 		return nil, nil, err
 	}
 	ex := &exchange{c: c, cn: cn}
 	ex.stop = context.AfterFunc(ctx, func() { cn.nc.SetDeadline(time.Unix(1, 0)) })
-	noBody := req.Body == nil || req.Body == http.NoBody
 	if !noBody {
 		ex.body = &eofReader{r: req.Body, left: req.ContentLength}
 		if req.ContentLength <= 0 {
