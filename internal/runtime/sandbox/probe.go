@@ -80,6 +80,7 @@ var (
 	nsOff     atomic.Bool
 	ptraceOff atomic.Bool
 	insideOff atomic.Bool
+	fsOff     atomic.Bool
 	logger    = slog.With("component", "sandbox")
 )
 
@@ -93,6 +94,8 @@ func Probe() Report {
 			out.Layers[i] = Layer{Name: "namespaces", Detail: "refused by the kernel at start; instances share the server's namespaces"}
 		case out.Layers[i].Name == "rlimits" && pr.inside && (ptraceOff.Load() || insideOff.Load()):
 			out.Layers[i] = pr.rlimitFallback
+		case out.Layers[i].Name == "file system" && out.Layers[i].Available && (nsOff.Load() || ptraceOff.Load() || fsOff.Load()):
+			out.Layers[i] = fsFallback
 		case out.Layers[i].Name == "rlimits" && pr.prlimitDirect && ptraceOff.Load():
 			out.Layers[i].Detail = "set just after start (ptrace refused): nofile, nproc, core=0"
 		}
@@ -144,15 +147,18 @@ func doProbe() probeResult {
 	r.Layers = append(r.Layers, rl,
 		Layer{Name: "process group", Available: true, Detail: "own process group, killed as a whole"},
 		Layer{Name: "environment", Available: true, Detail: "only the function's configured variables"},
-		Layer{Name: "private temp dir", Available: true, Detail: "per instance, in TMPDIR, removed on kill"},
-		Layer{Name: "file system", Available: false, Detail: "no private root: host files stay readable where their permissions allow"})
+		Layer{Name: "private temp dir", Available: true, Detail: "per instance, in TMPDIR, removed on kill"})
 	if pr.root {
-		r.Layers[len(r.Layers)-1].Detail += "; the code dir is read-only and the temp dir is the only path the sandbox user owns"
+		r.Layers = append(r.Layers, Layer{Name: "file system", Available: true,
+			Detail: "every mount read-only and nosuid in the instance's mount namespace; its private temp dir, at /tmp (unless its code lives under the host's /tmp), /var/tmp and /dev/shm, is the only writable path; host files stay readable where their permissions allow"})
 	} else {
-		r.Layers[len(r.Layers)-1].Detail += "; instances may write wherever the server's user can"
+		r.Layers = append(r.Layers, Layer{Name: "file system", Detail: "shared with the server: instances may write wherever the server's user can"})
 	}
 	return pr
 }
+
+// fsFallback is the file system layer when the private view cannot be set up.
+var fsFallback = Layer{Name: "file system", Detail: "shared with the host (no mount namespace or ptrace stop to set up a read-only view): the code dir is read-only and the temp dir is the only path the sandbox user owns"}
 
 const capSysResource = 24
 

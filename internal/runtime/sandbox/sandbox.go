@@ -34,8 +34,8 @@ type Config struct {
 	// the sandbox user; the path leading to it need not be.
 	Dir string
 	// Env is the complete environment; nothing is inherited from the server.
-	// TMPDIR is set to the instance's temp dir, and so is HOME unless Env
-	// sets it.
+	// TMPDIR is set to the instance's temp dir (/tmp when it replaces the
+	// host's, see privateFS), and so is HOME unless Env sets it.
 	Env []string
 	// MemoryMB is the cgroup memory limit (0 = none).
 	MemoryMB int
@@ -60,6 +60,8 @@ type Process struct {
 	tmp     string
 	cg      *cgroup
 	born    bool // started inside its cgroup
+	private bool // read-only file system but for tmp (see privateFS)
+	maskTmp bool // and tmp is the instance's /tmp
 	memMB   int
 	done    chan struct{}
 	exitErr error
@@ -150,10 +152,6 @@ func (p *Process) start(cfg *Config, pr probeResult, path string, dirf *os.File)
 			env = append(env, kv)
 		}
 	}
-	env = append(env, "TMPDIR="+p.tmp)
-	if !home {
-		env = append(env, "HOME="+p.tmp)
-	}
 	cgfd := -1
 	if p.cg != nil {
 		var err error
@@ -178,6 +176,18 @@ func (p *Process) start(cfg *Config, pr probeResult, path string, dirf *os.File)
 		if ns {
 			attr.Cloneflags = syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS
 			attr.Unshareflags = syscall.CLONE_NEWNS // Go marks / private in it
+		}
+		// The private file system is set up while the process is stopped at
+		// exec, in its own mount namespace.
+		p.private = ns && attr.Ptrace && !fsOff.Load()
+		p.maskTmp = p.private && masksTmp(append([]string{cfg.Dir, path}, cfg.Args[1:]...)...)
+		tmp := p.tmp
+		if p.maskTmp {
+			tmp = privateTmp
+		}
+		env := append(env[:len(env):len(env)], "TMPDIR="+tmp)
+		if !home {
+			env = append(env, "HOME="+tmp)
 		}
 		if pr.root {
 			attr.Credential = &syscall.Credential{Uid: SandboxUID, Gid: SandboxGID, Groups: []uint32{}}
@@ -213,6 +223,13 @@ func (p *Process) start(cfg *Config, pr probeResult, path string, dirf *os.File)
 		err := p.startTraced(cfg, pr)
 		if err == nil {
 			return nil
+		}
+		var fe *fsError
+		if errors.As(err, &fe) {
+			if fsOff.CompareAndSwap(false, true) {
+				logger.Warn("could not give instances a read-only file system with a private /tmp; they see the host's", "err", err)
+			}
+			continue
 		}
 		var ie *insideError
 		if errors.As(err, &ie) {
@@ -352,7 +369,16 @@ type startError struct{ err error }
 func (e *startError) Error() string { return e.err.Error() }
 func (e *startError) Unwrap() error { return e.err }
 
-func (p *Process) setup(cfg *Config, pr probeResult, traced bool) error {
+func (p *Process) setup(cfg *Config, pr probeResult, traced bool) (err error) {
+	if p.private {
+		// The mounts run on their own thread, alongside the rest.
+		fsDone := privateFS(p.pid, p.tmp, p.maskTmp)
+		defer func() {
+			if ferr := <-fsDone; ferr != nil && err == nil {
+				err = &fsError{ferr}
+			}
+		}()
+	}
 	if p.cg != nil && !p.cmd.SysProcAttr.UseCgroupFD && !p.born {
 		if err := p.cg.join(p.pid); err != nil {
 			return err
@@ -428,7 +454,9 @@ func (p *Process) wait() {
 // Pid is the process id (in the server's pid namespace).
 func (p *Process) Pid() int { return p.pid }
 
-// TmpDir is the instance's private writable temp dir (also $TMPDIR).
+// TmpDir is the instance's private writable temp dir as the server sees it;
+// the process sees it at $TMPDIR (/tmp, /var/tmp and /dev/shm when it has a
+// private file system).
 func (p *Process) TmpDir() string { return p.tmp }
 
 // Done is closed when the main process has exited.

@@ -56,7 +56,7 @@ func eventually(t *testing.T, timeout time.Duration, f func() error) {
 
 // codeDir makes a code dir the sandbox user can reach, holding an
 // executable script.
-func codeDir(t *testing.T, script string) string {
+func codeDir(t testing.TB, script string) string {
 	t.Helper()
 	root, err := CodeRoot(t.TempDir())
 	if err != nil {
@@ -137,12 +137,32 @@ echo "tmp=$TMPDIR"
 env | sort
 touch "$TMPDIR/ok" && echo tmp-writable
 touch ./nope 2>/dev/null || echo code-readonly
+touch "$OPEN/nope" 2>&1 | grep -q 'Read-only file system' && echo world-writable-dir-readonly
+echo v > /var/tmp/vt && echo var-tmp-writable
+mkdir /dev/shm/q 2>/dev/null && echo shm-writable
+echo null > /dev/null && echo dev-null-writable
 cat /proc/self/limits
 cat /proc/self/cgroup
 readlink /proc/self/ns/pid /proc/self/ns/ipc /proc/self/ns/uts /proc/self/ns/mnt
 `)
+	// A world-writable dir of the host, outside the temp dirs the private
+	// file system replaces: only its read-only view keeps the sandbox user
+	// from writing there.
+	open := "/nonexistent"
+	if os.Geteuid() == 0 {
+		d, err := os.MkdirTemp("/var/lib", "nimbus-sandbox-test-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(d) })
+		if err := os.Chmod(d, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		open = d
+	}
+	mountsBefore, _ := os.ReadFile("/proc/self/mountinfo")
 	var out, errb syncBuf
-	p := start(t, Config{Args: []string{"./run.sh"}, Dir: dir, Env: []string{"PATH=/usr/bin:/bin", "GREETING=hi"}, Stdout: &out, Stderr: &errb, MemoryMB: 64, Pids: 32, CPUs: 0.5})
+	p := start(t, Config{Args: []string{"./run.sh"}, Dir: dir, Env: []string{"PATH=/usr/bin:/bin", "GREETING=hi", "OPEN=" + open}, Stdout: &out, Stderr: &errb, MemoryMB: 64, Pids: 32, CPUs: 0.5})
 	if p.cg != nil {
 		quota := "cpu.max"
 		if p.cg.sys.v2 == "" {
@@ -164,9 +184,19 @@ readlink /proc/self/ns/pid /proc/self/ns/ipc /proc/self/ns/uts /proc/self/ns/mnt
 	if ee := p.ExitErr(); ee == nil || ee.Error() != "exit status 0" {
 		t.Fatalf("exit: %v\nstdout:\n%s\nstderr:\n%s", ee, got, errb.String())
 	}
-	must := []string{"GREETING=hi", "tmp=" + p.TmpDir(), "tmp-writable", "Max core file size        0"}
+	tmp := p.TmpDir()
+	if p.maskTmp {
+		tmp = "/tmp"
+	}
+	must := []string{"GREETING=hi", "tmp=" + tmp + "\n", "tmp-writable", "Max core file size        0", "dev-null-writable"}
 	if os.Geteuid() == 0 {
 		must = append(must, "uid=65534 gid=65534 groups=65534", "pid=1", "code-readonly", "/nimbus/i-")
+	}
+	if os.Geteuid() == 0 && Probe().Has("file system") {
+		if !p.private {
+			t.Fatal("Probe reports a private file system, the instance did not get one")
+		}
+		must = append(must, "world-writable-dir-readonly", "var-tmp-writable", "shm-writable")
 	}
 	for _, s := range must {
 		if !strings.Contains(got, s) {
@@ -182,6 +212,18 @@ readlink /proc/self/ns/pid /proc/self/ns/ipc /proc/self/ns/uts /proc/self/ns/mnt
 			if strings.Contains(got, own+"\n") {
 				t.Errorf("%s namespace shared with the server (%s)", ns, own)
 			}
+		}
+	}
+	if p.private {
+		// Everything it wrote landed in its private temp dir, and none of its
+		// mounts reached the server's namespace.
+		for _, f := range []string{"ok", "vt", "q"} {
+			if _, err := os.Stat(filepath.Join(p.TmpDir(), f)); err != nil {
+				t.Errorf("%s not in the private temp dir: %v", f, err)
+			}
+		}
+		if after, _ := os.ReadFile("/proc/self/mountinfo"); string(after) != string(mountsBefore) {
+			t.Errorf("the server's mounts changed:\nbefore:\n%s\nafter:\n%s", mountsBefore, after)
 		}
 	}
 	assertGone(t, p, nil)
@@ -451,4 +493,37 @@ func TestSpareCgroups(t *testing.T) {
 			t.Errorf("spare cgroup %s left after the last instance (%v)", d, err)
 		}
 	}
+}
+
+// TestPrivateTmp: code outside the host's /tmp gets the instance's temp dir
+// as its /tmp (as Lambda's /tmp), and what it writes there stays in it.
+func TestPrivateTmp(t *testing.T) {
+	if os.Geteuid() != 0 || !Probe().Has("file system") {
+		t.Skip("no private file system here (needs root)")
+	}
+	dir, err := os.MkdirTemp("/var/lib", "nimbus-sandbox-code-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	name := fmt.Sprintf("nimbus-private-tmp-%d", os.Getpid())
+	script := "#!/bin/sh\necho \"tmp=$TMPDIR\"\necho x > /tmp/" + name + " && echo tmp-writable\nls -A /tmp | wc -l\n"
+	if err := os.WriteFile(filepath.Join(dir, "run.sh"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var out syncBuf
+	p := start(t, Config{Args: []string{"./run.sh"}, Dir: dir, Stdout: &out, Stderr: &syncBuf{}})
+	waitDone(t, p)
+	if !p.maskTmp {
+		t.Fatal("code outside /tmp, but the instance kept the host's /tmp")
+	}
+	if got := out.String(); got != "tmp=/tmp\ntmp-writable\n1\n" {
+		t.Fatalf("output %q: want tmp=/tmp, a writable /tmp holding only the new file", got)
+	}
+	if _, err := os.Stat(filepath.Join("/tmp", name)); err == nil {
+		os.Remove(filepath.Join("/tmp", name))
+		t.Fatal("the instance wrote to the host's /tmp")
+	}
+	assertGone(t, p, nil)
 }
