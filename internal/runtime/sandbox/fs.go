@@ -60,6 +60,19 @@ func privateFS(pid int, tmp string, maskTmp bool) <-chan error {
 	errc := make(chan error, 1)
 	go func() {
 		goruntime.LockOSThread()
+		if unix.Gettid() == unix.Getpid() {
+			// Go never ends the main thread (it would stay in the instance's
+			// namespace, and /proc/self is its view): work on another one,
+			// which holding this one keeps off the main thread meanwhile.
+			inner := make(chan error, 1)
+			go func() {
+				goruntime.LockOSThread()
+				inner <- enterAndMount(pid, tmp, at)
+			}()
+			errc <- <-inner
+			goruntime.UnlockOSThread()
+			return
+		}
 		errc <- enterAndMount(pid, tmp, at)
 	}()
 	return errc
