@@ -78,8 +78,53 @@ func (s *cgroupSys) has(ctrl string) bool {
 	return ok
 }
 
+// sweepStale removes instance cgroups left by Nimbus processes that are no
+// longer running (killed before they could clean up), killing what still
+// runs in them. Names are i-{server pid}-{n}; a cgroup whose server pid is
+// alive (or was reused) is left alone.
+func (s *cgroupSys) sweepStale() {
+	parents := []string{s.v2}
+	if s.v2 == "" {
+		parents = parents[:0]
+		for _, d := range s.v1 {
+			parents = append(parents, d)
+		}
+	}
+	for _, parent := range parents {
+		ents, err := os.ReadDir(parent)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			var pid, n int
+			if !e.IsDir() || !strings.HasPrefix(e.Name(), "i-") {
+				continue
+			}
+			if _, err := fmt.Sscanf(e.Name(), "i-%d-%d", &pid, &n); err != nil || pid == os.Getpid() || pid <= 0 {
+				continue
+			}
+			if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+				continue
+			}
+			dir := filepath.Join(parent, e.Name())
+			for _, line := range strings.Fields(readString(filepath.Join(dir, "cgroup.procs"))) {
+				if p, err := strconv.Atoi(line); err == nil && p > 0 {
+					syscall.Kill(p, syscall.SIGKILL)
+				}
+			}
+			for range 50 {
+				if syscall.Rmdir(dir) == nil || readString(filepath.Join(dir, "cgroup.procs")) == "" && syscall.Rmdir(dir) == nil {
+					break
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}
+}
+
 // ensureParents creates the parent directories (and enables v2 controllers).
 func (s *cgroupSys) ensureParents() error {
+	defer s.sweepStale()
 	if s.v2 != "" {
 		if err := os.Mkdir(s.v2, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 			return err

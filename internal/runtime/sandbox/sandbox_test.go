@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -524,6 +526,38 @@ func TestPrivateTmp(t *testing.T) {
 	if _, err := os.Stat(filepath.Join("/tmp", name)); err == nil {
 		os.Remove(filepath.Join("/tmp", name))
 		t.Fatal("the instance wrote to the host's /tmp")
+	}
+	assertGone(t, p, nil)
+}
+
+// TestSweepStaleCgroups: an instance cgroup left by a Nimbus process that
+// died without cleaning up is removed when instances start again.
+func TestSweepStaleCgroups(t *testing.T) {
+	pr := probed()
+	if pr.cg == nil {
+		t.Skip("no cgroups here")
+	}
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if err := pr.cg.ensureParents(); err != nil {
+		t.Fatal(err)
+	}
+	parent := pr.cg.v2
+	for _, d := range pr.cg.v1 {
+		parent = d
+		break
+	}
+	stale := filepath.Join(parent, fmt.Sprintf("i-%d-1", dead.Process.Pid))
+	if err := os.Mkdir(stale, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Rmdir(stale) })
+	p := start(t, Config{Args: []string{"/bin/true"}, Dir: codeDir(t, "")})
+	waitDone(t, p)
+	if _, err := os.Stat(stale); err == nil {
+		t.Fatalf("stale cgroup %s is still there", stale)
 	}
 	assertGone(t, p, nil)
 }
