@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -16,11 +17,13 @@ import (
 // system whose /tmp is the instance's own temp dir.
 const privateTmp = "/tmp"
 
-// masksTmp reports whether an instance's /tmp may be replaced by its temp
-// dir: not when its code or command lives under the host's /tmp (a data dir
-// there, as in tests), which that would hide. Such an instance keeps the
-// host's /tmp, read-only, and writes in $TMPDIR.
-func masksTmp(paths ...string) bool {
+// tmpKeeps returns the entries of the host's /tmp that an instance must
+// still see once its temp dir replaces /tmp: the top-level directory of each
+// given path under /tmp (its code or command, when the data dir is there, as
+// in tests or when code is moved where the sandbox user can read it). ok is
+// false when a path is /tmp itself, which keeps the host's /tmp (read-only;
+// the instance writes in $TMPDIR).
+func tmpKeeps(paths ...string) (keep []string, ok bool) {
 	for _, p := range paths {
 		if !filepath.IsAbs(p) {
 			continue
@@ -28,17 +31,27 @@ func masksTmp(paths ...string) bool {
 		if r, err := filepath.EvalSymlinks(p); err == nil {
 			p = r
 		}
-		if p == privateTmp || strings.HasPrefix(p, privateTmp+"/") {
-			return false
+		rest, under := strings.CutPrefix(filepath.Clean(p), privateTmp+"/")
+		if filepath.Clean(p) == privateTmp {
+			return nil, false
+		}
+		if !under {
+			continue
+		}
+		top, _, _ := strings.Cut(rest, "/")
+		k := privateTmp + "/" + top
+		if !slices.Contains(keep, k) {
+			keep = append(keep, k)
 		}
 	}
-	return true
+	return keep, true
 }
 
 // privateFS gives the process pid, stopped at exec in its own mount
 // namespace (which Go made recursively private, so nothing propagates back
 // to the host), a read-only, nosuid view of every mount, with tmp bound
-// read-write (nosuid, nodev) at /var/tmp, /dev/shm and at /tmp (maskTmp) or
+// read-write (nosuid, nodev) at /var/tmp, /dev/shm and at /tmp (maskTmp; the
+// keep dirs of the host's /tmp are mounted back into it, read-only) or at
 // its own path: the only places it can write. Device nodes such as
 // /dev/null stay writable: a read-only mount does not block them.
 //
@@ -52,10 +65,12 @@ func masksTmp(paths ...string) bool {
 // thread ends too): the server's other threads keep the host's view.
 //
 // It returns at once; the result arrives on the channel.
-func privateFS(pid int, tmp string, maskTmp bool) <-chan error {
+func privateFS(pid int, tmp string, maskTmp bool, keep []string) <-chan error {
 	at := []string{"/var/tmp", "/dev/shm", tmp}
 	if maskTmp {
 		at[2] = privateTmp // last: tmp itself lives under the host's /tmp
+	} else {
+		keep = nil
 	}
 	errc := make(chan error, 1)
 	go func() {
@@ -67,18 +82,18 @@ func privateFS(pid int, tmp string, maskTmp bool) <-chan error {
 			inner := make(chan error, 1)
 			go func() {
 				goruntime.LockOSThread()
-				inner <- enterAndMount(pid, tmp, at)
+				inner <- enterAndMount(pid, tmp, at, keep)
 			}()
 			errc <- <-inner
 			goruntime.UnlockOSThread()
 			return
 		}
-		errc <- enterAndMount(pid, tmp, at)
+		errc <- enterAndMount(pid, tmp, at, keep)
 	}()
 	return errc
 }
 
-func enterAndMount(pid int, tmp string, targets []string) error {
+func enterAndMount(pid int, tmp string, targets, keep []string) error {
 	// setns into a mount namespace needs a thread that shares no fs state.
 	if err := unix.Unshare(unix.CLONE_FS); err != nil {
 		return fmt.Errorf("unshare fs: %w", err)
@@ -98,6 +113,21 @@ func enterAndMount(pid int, tmp string, targets []string) error {
 		&unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID}); err != nil {
 		return fmt.Errorf("make the file system read-only: %w", err)
 	}
+	// Detached copies of what must stay visible under /tmp, taken before
+	// the temp dir hides it.
+	trees := make([]int, 0, len(keep))
+	defer func() {
+		for _, t := range trees {
+			unix.Close(t)
+		}
+	}()
+	for _, k := range keep {
+		t, err := unix.OpenTree(unix.AT_FDCWD, k, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+		if err != nil {
+			return fmt.Errorf("keep %s: %w", k, err)
+		}
+		trees = append(trees, t)
+	}
 	for _, at := range targets {
 		if fi, err := os.Stat(at); err != nil || !fi.IsDir() {
 			continue // not on this machine
@@ -111,6 +141,16 @@ func enterAndMount(pid int, tmp string, targets []string) error {
 			Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV,
 		}); err != nil {
 			return fmt.Errorf("make %s writable: %w", at, err)
+		}
+	}
+	for i, k := range keep {
+		// The mount point is a root-owned dir in the instance's temp dir,
+		// which it cannot remove while the mount is on it.
+		if err := os.Mkdir(k, 0o755); err != nil && !os.IsExist(err) {
+			return fmt.Errorf("keep %s: %w", k, err)
+		}
+		if err := unix.MoveMount(trees[i], "", unix.AT_FDCWD, k, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+			return fmt.Errorf("keep %s: %w", k, err)
 		}
 	}
 	return nil

@@ -150,7 +150,7 @@ func doProbe() probeResult {
 		Layer{Name: "private temp dir", Available: true, Detail: "per instance, in TMPDIR, removed on kill"})
 	if pr.root {
 		r.Layers = append(r.Layers, Layer{Name: "file system", Available: true,
-			Detail: "every mount read-only and nosuid in the instance's mount namespace; its private temp dir, at /tmp (unless its code lives under the host's /tmp), /var/tmp and /dev/shm, is the only writable path; host files stay readable where their permissions allow"})
+			Detail: "every mount read-only and nosuid in the instance's mount namespace; its private temp dir, at /tmp (code kept there stays visible, read-only), /var/tmp and /dev/shm, is the only writable path; host files stay readable where their permissions allow"})
 	} else {
 		r.Layers = append(r.Layers, Layer{Name: "file system", Detail: "shared with the server: instances may write wherever the server's user can"})
 	}

@@ -59,9 +59,10 @@ type Process struct {
 	pid     int
 	tmp     string
 	cg      *cgroup
-	born    bool // started inside its cgroup
-	private bool // read-only file system but for tmp (see privateFS)
-	maskTmp bool // and tmp is the instance's /tmp
+	born    bool     // started inside its cgroup
+	private bool     // read-only file system but for tmp (see privateFS)
+	maskTmp bool     // and tmp is the instance's /tmp,
+	keep    []string // with these dirs of the host's /tmp mounted back in
 	memMB   int
 	done    chan struct{}
 	exitErr error
@@ -180,7 +181,10 @@ func (p *Process) start(cfg *Config, pr probeResult, path string, dirf *os.File)
 		// The private file system is set up while the process is stopped at
 		// exec, in its own mount namespace.
 		p.private = ns && attr.Ptrace && !fsOff.Load()
-		p.maskTmp = p.private && masksTmp(append([]string{cfg.Dir, path}, cfg.Args[1:]...)...)
+		p.keep, p.maskTmp = nil, false
+		if p.private {
+			p.keep, p.maskTmp = tmpKeeps(append([]string{cfg.Dir, path}, cfg.Args[1:]...)...)
+		}
 		tmp := p.tmp
 		if p.maskTmp {
 			tmp = privateTmp
@@ -372,7 +376,7 @@ func (e *startError) Unwrap() error { return e.err }
 func (p *Process) setup(cfg *Config, pr probeResult, traced bool) (err error) {
 	if p.private {
 		// The mounts run on their own thread, alongside the rest.
-		fsDone := privateFS(p.pid, p.tmp, p.maskTmp)
+		fsDone := privateFS(p.pid, p.tmp, p.maskTmp, p.keep)
 		defer func() {
 			if ferr := <-fsDone; ferr != nil && err == nil {
 				err = &fsError{ferr}

@@ -143,6 +143,8 @@ touch "$OPEN/nope" 2>&1 | grep -q 'Read-only file system' && echo world-writable
 echo v > /var/tmp/vt && echo var-tmp-writable
 mkdir /dev/shm/q 2>/dev/null && echo shm-writable
 echo null > /dev/null && echo dev-null-writable
+test -r "$CODE/run.sh" && echo code-visible-by-path
+echo t > /tmp/t && echo slash-tmp-writable
 cat /proc/self/limits
 cat /proc/self/cgroup
 readlink /proc/self/ns/pid /proc/self/ns/ipc /proc/self/ns/uts /proc/self/ns/mnt
@@ -164,7 +166,7 @@ readlink /proc/self/ns/pid /proc/self/ns/ipc /proc/self/ns/uts /proc/self/ns/mnt
 	}
 	mountsBefore, _ := os.ReadFile("/proc/self/mountinfo")
 	var out, errb syncBuf
-	p := start(t, Config{Args: []string{"./run.sh"}, Dir: dir, Env: []string{"PATH=/usr/bin:/bin", "GREETING=hi", "OPEN=" + open}, Stdout: &out, Stderr: &errb, MemoryMB: 64, Pids: 32, CPUs: 0.5})
+	p := start(t, Config{Args: []string{"./run.sh"}, Dir: dir, Env: []string{"PATH=/usr/bin:/bin", "GREETING=hi", "OPEN=" + open, "CODE=" + dir}, Stdout: &out, Stderr: &errb, MemoryMB: 64, Pids: 32, CPUs: 0.5})
 	if p.cg != nil {
 		quota := "cpu.max"
 		if p.cg.sys.v2 == "" {
@@ -190,15 +192,15 @@ readlink /proc/self/ns/pid /proc/self/ns/ipc /proc/self/ns/uts /proc/self/ns/mnt
 	if p.maskTmp {
 		tmp = "/tmp"
 	}
-	must := []string{"GREETING=hi", "tmp=" + tmp + "\n", "tmp-writable", "Max core file size        0", "dev-null-writable"}
+	must := []string{"GREETING=hi", "tmp=" + tmp + "\n", "tmp-writable", "Max core file size        0", "dev-null-writable", "code-visible-by-path"}
 	if os.Geteuid() == 0 {
 		must = append(must, "uid=65534 gid=65534 groups=65534", "pid=1", "code-readonly", "/nimbus/i-")
 	}
 	if os.Geteuid() == 0 && Probe().Has("file system") {
-		if !p.private {
-			t.Fatal("Probe reports a private file system, the instance did not get one")
+		if !p.private || !p.maskTmp {
+			t.Fatalf("Probe reports a private file system, the instance did not get one with its own /tmp (private %v, own /tmp %v)", p.private, p.maskTmp)
 		}
-		must = append(must, "world-writable-dir-readonly", "var-tmp-writable", "shm-writable")
+		must = append(must, "world-writable-dir-readonly", "var-tmp-writable", "shm-writable", "slash-tmp-writable")
 	}
 	for _, s := range must {
 		if !strings.Contains(got, s) {
@@ -219,7 +221,7 @@ readlink /proc/self/ns/pid /proc/self/ns/ipc /proc/self/ns/uts /proc/self/ns/mnt
 	if p.private {
 		// Everything it wrote landed in its private temp dir, and none of its
 		// mounts reached the server's namespace.
-		for _, f := range []string{"ok", "vt", "q"} {
+		for _, f := range []string{"ok", "vt", "q", "t"} {
 			if _, err := os.Stat(filepath.Join(p.TmpDir(), f)); err != nil {
 				t.Errorf("%s not in the private temp dir: %v", f, err)
 			}
