@@ -25,13 +25,16 @@ def handler(event, context):
     if path == "/exit":
         os._exit(7)
     print("py handling", path)
+    with open("/tmp/scratch", "w") as f:  # Lambda code writes /tmp by name
+        f.write("ok")
     return {
         "statusCode": 202,
         "headers": {"content-type": "application/json", "x-remaining": str(context.get_remaining_time_in_millis() > 0)},
         "cookies": ["k=v"],
         "body": json.dumps({"method": event["requestContext"]["http"]["method"], "query": event.get("queryStringParameters"),
                             "body": event.get("body"), "id": context.aws_request_id, "mem": context.memory_limit_in_mb,
-                            "greeting": os.environ.get("GREETING"), "word": helper.WORD}),
+                            "greeting": os.environ.get("GREETING"), "word": helper.WORD,
+                            "tmp": open("/tmp/scratch").read()}),
     }
 `
 
@@ -45,12 +48,14 @@ exports.handler = async (event, context) => {
   if (path === '/sleep') await new Promise((r) => setTimeout(r, 60000));
   if (path === '/exit') process.exit(7);
   console.log('node handling', path);
+  require('fs').writeFileSync('/tmp/scratch', 'ok'); // Lambda code writes /tmp by name
   return {
     statusCode: 202,
     headers: { 'content-type': 'application/json', 'x-remaining': String(context.getRemainingTimeInMillis() > 0) },
     cookies: ['k=v'],
     body: JSON.stringify({ method: event.requestContext.http.method, query: event.queryStringParameters, body: event.body,
-      id: context.awsRequestId, mem: context.memoryLimitInMB, greeting: process.env.GREETING, word: helper.WORD }),
+      id: context.awsRequestId, mem: context.memoryLimitInMB, greeting: process.env.GREETING, word: helper.WORD,
+      tmp: require('fs').readFileSync('/tmp/scratch', 'utf8') }),
   };
 };
 `
@@ -105,7 +110,11 @@ func TestManagedRoundTrip(t *testing.T) {
 			if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil {
 				t.Fatalf("body %s: %v", w.Body, err)
 			}
-			for k, v := range map[string]any{"method": "POST", "body": `{"n":1}`, "mem": "256", "greeting": "hi", "word": "from-helper"} {
+			want := map[string]any{"method": "POST", "body": `{"n":1}`, "mem": "256", "greeting": "hi", "word": "from-helper"}
+			if strings.Contains(string(tc.code), "/tmp/scratch") {
+				want["tmp"] = "ok"
+			}
+			for k, v := range want {
 				if got[k] != v {
 					t.Errorf("%s = %v, want %v", k, got[k], v)
 				}
