@@ -11,7 +11,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
+	"syscall"
 	"time"
 )
 
@@ -105,6 +107,14 @@ func warmSuite() error {
 		b = merge(b, rb)
 		n = merge(n, rn)
 	}
+	if *cpuProf != "" {
+		if err := profileLoad(*cpuProf, s.URL()+"/fn/hello?name=bench"); err != nil {
+			return err
+		}
+		if err := profileLoad(*cpuProf+".bare", bare+"/?name=bench"); err != nil {
+			return err
+		}
+	}
 	fmt.Printf("%d connections, %s per side, keep-alive, loopback.\n\n", *conns, *duration)
 	fmt.Println("| target | req/s | p50 | p99 | errors |")
 	fmt.Println("| --- | --- | --- | --- | --- |")
@@ -112,6 +122,32 @@ func warmSuite() error {
 	fmt.Printf("| nimbus /fn/hello (wasm) | %.0f | %s | %s | %d |\n", n.rps(), us(n.pct(.5)), us(n.pct(.99)), n.errors)
 	fmt.Printf("\n**ratio** nimbus/bare throughput = **%.2f**; added p50 = %s\n", n.rps()/b.rps(), us(n.pct(.5)-b.pct(.5)))
 	return nil
+}
+
+// profileLoad loads url for the run's duration under a CPU profile written
+// to file, and prints how much CPU the process used per request.
+func profileLoad(file, url string) error {
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return err
+	}
+	cpu0 := processCPU()
+	r := load(url, *conns, *duration)
+	cpu := processCPU() - cpu0
+	pprof.StopCPUProfile()
+	fmt.Fprintf(os.Stderr, "profile %s: %.0f req/s, %.1f µs of CPU per request (server and load generator)\n", file, r.rps(), float64(cpu.Microseconds())/float64(max(r.requests, 1)))
+	return nil
+}
+
+// processCPU is the CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func merge(a, b result) result {

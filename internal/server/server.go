@@ -143,6 +143,10 @@ func (s *Server) URL() string { return "http://" + s.Addr() }
 // AdminKey is the admin API key (written to DataDir/admin.key).
 func (s *Server) AdminKey() string { return s.adminKey }
 
+// Handler is the handler the server's listener serves (after Start), for
+// in-process benchmarks and tests.
+func (s *Server) Handler() http.Handler { return s.http.Handler }
+
 // DataDir is the absolute data directory.
 func (s *Server) DataDir() string { return s.cfg.DataDir }
 

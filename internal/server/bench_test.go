@@ -1,0 +1,63 @@
+package server_test
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nimbusfn/nimbus/internal/registry"
+	"github.com/nimbusfn/nimbus/internal/testenv"
+)
+
+// respWriter is a ResponseWriter that keeps its header map and counts the
+// body, as little as a writer can do.
+type respWriter struct {
+	h      http.Header
+	status int
+	n      int
+}
+
+func (w *respWriter) Header() http.Header { return w.h }
+func (w *respWriter) WriteHeader(s int)   { w.status = s }
+func (w *respWriter) Write(p []byte) (int, error) {
+	w.n += len(p)
+	return len(p), nil
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkGatewayHello measures what Nimbus adds to one warm request of
+// examples/hello beyond net/http itself: the server's handler chain, the
+// gateway, the invoke pipeline, metering and the guest, called in-process
+// with the request the warm benchmark sends.
+func BenchmarkGatewayHello(b *testing.B) {
+	e := testenv.Start(b)
+	e.Deploy("hello", hello(b), registry.Config{Scale: registry.Scale{Min: 1}})
+	h := e.Handler()
+	req := httptest.NewRequest("GET", "/fn/hello?name=bench", nil)
+	req.RemoteAddr = "127.0.0.1:40000"
+	req.Header.Set("User-Agent", "Go-http-client/1.1")
+	req.Header.Set("Accept-Encoding", "gzip")
+	w := &respWriter{h: http.Header{}}
+	h.ServeHTTP(w, req)
+	if w.status != 200 || w.n == 0 {
+		b.Fatalf("status %d, %d bytes", w.status, w.n)
+	}
+	b.ReportAllocs()
+	start := cpuTime()
+	for b.Loop() {
+		clear(w.h)
+		w.status, w.n = 0, 0
+		h.ServeHTTP(w, req)
+		if w.status != 200 {
+			b.Fatalf("status %d", w.status)
+		}
+	}
+	b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op")
+}
