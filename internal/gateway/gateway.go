@@ -13,7 +13,6 @@ import (
 
 	"github.com/nimbusfn/nimbus/internal/apierr"
 	"github.com/nimbusfn/nimbus/internal/invoke"
-	"github.com/nimbusfn/nimbus/internal/metering"
 	"github.com/nimbusfn/nimbus/internal/registry"
 	"github.com/nimbusfn/nimbus/internal/runtime"
 	"github.com/nimbusfn/nimbus/internal/telemetry"
@@ -24,7 +23,8 @@ const DefaultMaxBody = 6 << 20
 
 // Invoker is what the gateway needs from the invoke pipeline.
 type Invoker interface {
-	Invoke(ctx context.Context, t invoke.Target, req *runtime.Request, w http.ResponseWriter) (*metering.Record, error)
+	// InvokeCall runs an invocation with its state (record and all) in c.
+	InvokeCall(ctx context.Context, t invoke.Target, req *runtime.Request, w http.ResponseWriter, c *invoke.Call) error
 	Resolve(t invoke.Target) (*registry.Version, error)
 }
 
@@ -65,10 +65,16 @@ const TenantPrefix = "/t/"
 // the path (or ""), the function name, qualifier, sub-path (always beginning
 // with "/") and the script name (the prefix that named the function).
 func ParsePath(p string) (tenant, name, qualifier, sub, script string, ok bool) {
+	full := p // the script name is a prefix of it: no allocation
+	prefix := 0
 	if rest, found := strings.CutPrefix(p, TenantPrefix); found {
 		tenant, p, _ = strings.Cut(rest, "/")
-		p = "/" + p
-		script = TenantPrefix + tenant
+		prefix = len(TenantPrefix) + len(tenant)
+		if len(full) > prefix {
+			p = full[prefix:]
+		} else {
+			p = "/"
+		}
 	}
 	rest, found := strings.CutPrefix(p, Prefix)
 	if !found {
@@ -76,12 +82,12 @@ func ParsePath(p string) (tenant, name, qualifier, sub, script string, ok bool) 
 	}
 	seg, sub, hasSub := strings.Cut(rest, "/")
 	if hasSub {
-		sub = "/" + sub
+		sub = rest[len(seg):]
 	} else {
 		sub = "/"
 	}
 	name, qualifier, _ = strings.Cut(seg, "@")
-	script += Prefix + seg
+	script = full[:prefix+len(Prefix)+len(seg)]
 	return tenant, name, qualifier, sub, script, name != ""
 }
 
@@ -117,13 +123,16 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, tooLarge(g.cfg.MaxBody))
 		return
 	}
-	body := &limitedBody{r: r.Body, left: g.cfg.MaxBody}
-	req := &runtime.Request{
+	// What one invocation needs, in one allocation.
+	c := &call{body: limitedBody{r: r.Body, left: g.cfg.MaxBody}}
+	body, req := &c.body, &c.req
+	*req = runtime.Request{
 		InvocationID: nuid.Next(), Method: r.Method, ScriptName: script,
 		Path: sub, RawQuery: r.URL.RawQuery, Header: r.Header, Host: r.Host, RemoteAddr: r.RemoteAddr,
 		Body: body, ContentLength: r.ContentLength, Trigger: "http",
 	}
-	w.Header().Set("X-Nimbus-Invocation-Id", req.InvocationID)
+	c.id[0] = req.InvocationID
+	w.Header()[invocationIDHeader] = c.id[:] // canonical already
 	ctx := r.Context()
 	var span *telemetry.Span
 	if g.cfg.Tracer != nil {
@@ -131,7 +140,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			telemetry.String("faas.name", name), telemetry.String("faas.invocation_id", req.InvocationID))
 		telemetry.Inject(ctx, r.Header)
 	}
-	rec, err := g.cfg.Invoker.Invoke(ctx, t, req, w)
+	err := g.cfg.Invoker.InvokeCall(ctx, t, req, w, &c.inv)
 	if span != nil {
 		if err != nil {
 			span.Fail(err.Error())
@@ -139,7 +148,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		span.End(telemetry.StatusOK)
 	}
 	if err != nil {
-		if rec != nil && rec.Status != 0 {
+		if c.inv.Record.Status != 0 {
 			return // the function already streamed part of its answer
 		}
 		if body.exceeded {
@@ -151,6 +160,17 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		apierr.Write(w, invoke.HTTPError(name, err))
 	}
+}
+
+// invocationIDHeader carries the invocation id to the caller (canonical form).
+const invocationIDHeader = "X-Nimbus-Invocation-Id"
+
+// call is the gateway's per-invocation state.
+type call struct {
+	req  runtime.Request
+	body limitedBody
+	id   [1]string // the response header's value
+	inv  invoke.Call
 }
 
 func tooLarge(limit int64) error {

@@ -161,9 +161,30 @@ func resolveError(t Target, err error) error {
 
 // Invoke runs one invocation of t and writes its response to w.
 func (iv *Invoker) Invoke(ctx context.Context, t Target, req *runtime.Request, w http.ResponseWriter) (*metering.Record, error) {
+	c := &Call{}
+	if err := iv.InvokeCall(ctx, t, req, w, c); err != nil {
+		if c.Record.ID == "" {
+			return nil, err // not resolved: no record
+		}
+		return &c.Record, err
+	}
+	return &c.Record, nil
+}
+
+// Call is the state of one invocation that InvokeCall fills in, so that a
+// caller can hold it in an allocation of its own.
+type Call struct {
+	// Record is the invocation's record, as the recorders got it (empty ID:
+	// the target did not resolve).
+	Record metering.Record
+	sw     statusWriter
+}
+
+// InvokeCall is Invoke with the invocation's state in c (zero on entry).
+func (iv *Invoker) InvokeCall(ctx context.Context, t Target, req *runtime.Request, w http.ResponseWriter, c *Call) error {
 	v, err := iv.cfg.Registry.Resolve(t.Tenant, t.Function, t.Qualifier)
 	if err != nil {
-		return nil, resolveError(t, err)
+		return resolveError(t, err)
 	}
 	if req.InvocationID == "" {
 		req.InvocationID = nuid.Next()
@@ -171,7 +192,8 @@ func (iv *Invoker) Invoke(ctx context.Context, t Target, req *runtime.Request, w
 	if req.Trigger == "" {
 		req.Trigger = "http"
 	}
-	rec := &metering.Record{
+	rec := &c.Record
+	*rec = metering.Record{
 		ID: req.InvocationID, Tenant: v.Tenant, Function: v.Function, Version: v.Number,
 		Trigger: req.Trigger, MemoryMB: MemoryMB(v), Node: iv.cfg.Node,
 	}
@@ -181,7 +203,7 @@ func (iv *Invoker) Invoke(ctx context.Context, t Target, req *runtime.Request, w
 			rec.Start = time.Now()
 			rec.Outcome = "throttled"
 			iv.record(rec)
-			return rec, err
+			return err
 		}
 		defer release()
 	}
@@ -191,7 +213,8 @@ func (iv *Invoker) Invoke(ctx context.Context, t Target, req *runtime.Request, w
 		// The version was redeployed or deleted while the request waited:
 		// follow the registry to what the target names now.
 		if v, err = iv.cfg.Registry.Resolve(t.Tenant, t.Function, t.Qualifier); err != nil {
-			return nil, resolveError(t, err)
+			rec.ID = "" // no record was made
+			return resolveError(t, err)
 		}
 		rec.Version = v.Number
 		vp = iv.pool(v)
@@ -201,14 +224,15 @@ func (iv *Invoker) Invoke(ctx context.Context, t Target, req *runtime.Request, w
 	if err != nil {
 		rec.Outcome = outcomeOf(err)
 		iv.record(rec)
-		return rec, err
+		return err
 	}
 	rec.Cold, rec.InitNS = lease.Cold, int64(lease.Init)
 	deadline := rec.Start.Add(Timeout(v))
 	ictx, cancel := context.WithDeadline(ctx, deadline)
 	req.Deadline = deadline
-	sw := statusWriter{ResponseWriter: w}
-	err = lease.Instance.Invoke(ictx, req, &sw)
+	sw := &c.sw
+	*sw = statusWriter{ResponseWriter: w}
+	err = lease.Instance.Invoke(ictx, req, sw)
 	cancel()
 	if err != nil && ctx.Err() == nil && ictx.Err() == context.DeadlineExceeded && runtime.KindOf(err) != runtime.TimedOut {
 		err = &runtime.Error{Kind: runtime.TimedOut, Message: fmt.Sprintf("function %q did not finish within its %s timeout", v.Function, Timeout(v)), Err: err}
@@ -224,7 +248,7 @@ func (iv *Invoker) Invoke(ctx context.Context, t Target, req *runtime.Request, w
 		rec.Outcome = "error"
 	}
 	iv.record(rec)
-	return rec, err
+	return err
 }
 
 func (iv *Invoker) record(rec *metering.Record) {

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -250,7 +251,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	})
 
 	s.http = &http.Server{
-		Handler:           s.protectAPI(s.protectEvents(s.mux)),
+		Handler:           routeGateway(gw, s.protectAPI(s.protectEvents(s.mux))),
 		ReadHeaderTimeout: 10 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn),
@@ -263,6 +264,40 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.ready.Store(true)
 	s.log.Info("nimbus is up", "url", s.URL(), "data", s.cfg.DataDir, "node", s.cfg.Node, "runtimes", names)
 	return nil
+}
+
+// routeGateway sends a request for a function URL straight to the gateway,
+// the hot path, and everything else to next. It gives the answer the mux
+// would (every path under the gateway's prefixes is the gateway's, and
+// neither the API nor the event middleware looks at them) without its
+// pattern matching and per-request allocations. A path the mux would
+// clean first (a redirect) still goes through it.
+func routeGateway(gw, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; (strings.HasPrefix(p, gateway.Prefix) || strings.HasPrefix(p, gateway.TenantPrefix)) && r.Method != http.MethodConnect && cleanPath(p) {
+			gw.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// cleanPath reports whether p (beginning with "/") is what path.Clean makes of
+// it, save a trailing slash: no empty, "." or ".." segment.
+func cleanPath(p string) bool {
+	for i := 0; i < len(p); i++ {
+		if p[i] != '/' {
+			continue
+		}
+		rest := p[i+1:]
+		switch {
+		case strings.HasPrefix(rest, "/"),
+			rest == ".", strings.HasPrefix(rest, "./"),
+			rest == "..", strings.HasPrefix(rest, "../"):
+			return false
+		}
+	}
+	return true
 }
 
 // runtimes builds every runtime this server offers.
