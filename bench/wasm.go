@@ -212,6 +212,11 @@ func stubHostFunc(name string) api.GoModuleFunc {
 		return func(_ context.Context, m api.Module, stack []uint64) { put(m, stack, []byte("/")) }
 	case "request_headers":
 		return func(_ context.Context, m api.Module, stack []uint64) { put(m, stack, []byte{0, 0, 0, 0}) }
+	case "request_head":
+		// Content length 0; method GET, path /, four empty strings; no headers.
+		head := []byte{0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 'G', 'E', 'T', 1, 0, 0, 0, '/'}
+		head = append(head, make([]byte, 4*4+4)...)
+		return func(_ context.Context, m api.Module, stack []uint64) { put(m, stack, head) }
 	case "response_body_write":
 		return func(_ context.Context, _ api.Module, stack []uint64) { stack[0] = stack[1] }
 	}

@@ -6,29 +6,11 @@ import "unsafe"
 
 // Imports from the "nimbus" host module, ABI v1 (docs/ABI.md).
 
-//go:wasmimport nimbus request_method
-func requestMethod(buf unsafe.Pointer, capacity uint32) int32
-
-//go:wasmimport nimbus request_path
-func requestPath(buf unsafe.Pointer, capacity uint32) int32
-
-//go:wasmimport nimbus request_query
-func requestQuery(buf unsafe.Pointer, capacity uint32) int32
-
-//go:wasmimport nimbus request_authority
-func requestAuthority(buf unsafe.Pointer, capacity uint32) int32
-
-//go:wasmimport nimbus request_remote_addr
-func requestRemoteAddr(buf unsafe.Pointer, capacity uint32) int32
-
-//go:wasmimport nimbus request_invocation_id
-func requestInvocationID(buf unsafe.Pointer, capacity uint32) int32
-
-//go:wasmimport nimbus request_headers
-func requestHeaders(buf unsafe.Pointer, capacity uint32) int32
-
-//go:wasmimport nimbus request_content_length
-func requestContentLength() int64
+// request_head returns the whole request head in one call; the single-value
+// getters (request_method, request_path, …) stay in the ABI for other guests.
+//
+//go:wasmimport nimbus request_head
+func requestHead(buf unsafe.Pointer, capacity uint32) int32
 
 //go:wasmimport nimbus request_body_read
 func requestBodyRead(buf unsafe.Pointer, capacity uint32) int32

@@ -68,27 +68,6 @@ func get(f func(unsafe.Pointer, uint32) int32) []byte {
 	}
 }
 
-func getString(f func(unsafe.Pointer, uint32) int32) string {
-	b := get(f)
-	switch string(b) { // no allocation for the common methods
-	case "GET":
-		return "GET"
-	case "POST":
-		return "POST"
-	case "PUT":
-		return "PUT"
-	case "DELETE":
-		return "DELETE"
-	case "HEAD":
-		return "HEAD"
-	case "/":
-		return "/"
-	case "":
-		return ""
-	}
-	return string(b)
-}
-
 // The host calls nimbus_handle one request at a time, so what a call needs
 // beyond its Request is kept from one call to the next: a ResponseWriter and
 // a request body may not be used after ServeHTTP returns, and strings equal
@@ -107,49 +86,43 @@ type call struct {
 	u url.URL
 }
 
-// getCached reads a string through f, returning *last when it is unchanged.
-func getCached(f func(unsafe.Pointer, uint32) int32, last *string) string {
-	b := get(f)
-	if string(b) != *last {
-		*last = string(b)
-	}
-	return *last
-}
-
 func serve() int32 {
 	h := handler
 	if h == nil {
 		println("nimbus: no handler registered: main must call nimbus.Handle")
 		return 1
 	}
-	raw := get(requestHeaders)
-	header := make(http.Header, headerCount(raw)+1)
-	spare, err := parseHeaderListSpare(raw, header, 1)
+	hd, ok := parseHead(get(requestHead))
+	if !ok {
+		println("nimbus: reading the request: malformed request head")
+		return 1
+	}
+	header := make(http.Header, headerCount(hd.headers)+1)
+	spare, err := parseHeaderListSpare(hd.headers, header, 1)
 	if err != nil {
 		println("nimbus: reading request headers:", err.Error())
 		return 1
 	}
-	id := getString(requestInvocationID)
-	if id != "" && header[InvocationIDHeader] == nil {
-		header[InvocationIDHeader] = append(spare[:0], id)
+	if len(hd.invocationID) > 0 && header[InvocationIDHeader] == nil {
+		header[InvocationIDHeader] = append(spare[:0], string(hd.invocationID))
 	}
 	c := &call{}
 	path, query := prev.path, prev.query
-	c.u.Path = getCached(requestPath, &prev.path)
-	c.u.RawQuery = getCached(requestQuery, &prev.query)
+	c.u.Path = cached(hd.path, &prev.path)
+	c.u.RawQuery = cached(hd.query, &prev.query)
 	if c.u.Path != path || c.u.RawQuery != query || prev.requestURI == "" {
 		prev.requestURI = c.u.RequestURI()
 	}
 	c.r = http.Request{
-		Method:        getString(requestMethod),
+		Method:        methodString(hd.method),
 		URL:           &c.u,
 		Proto:         "HTTP/1.1",
 		ProtoMajor:    1,
 		ProtoMinor:    1,
 		Header:        header,
-		Host:          getCached(requestAuthority, &prev.authority),
-		RemoteAddr:    getCached(requestRemoteAddr, &prev.remoteAddr),
-		ContentLength: requestContentLength(),
+		Host:          cached(hd.authority, &prev.authority),
+		RemoteAddr:    cached(hd.remoteAddr, &prev.remoteAddr),
+		ContentLength: hd.contentLength,
 		RequestURI:    prev.requestURI,
 	}
 	r := &c.r

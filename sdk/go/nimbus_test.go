@@ -3,13 +3,16 @@
 package nimbus
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"io"
 	"io/fs"
 	"net"
 	"net/http"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -135,5 +138,37 @@ func TestHandleServesHTTP(t *testing.T) {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("Handle did not return after SIGTERM")
+	}
+}
+
+func TestParseHead(t *testing.T) {
+	var b []byte
+	b = binary.LittleEndian.AppendUint64(b, uint64(0xffffffffffffffff)) // -1: unknown length
+	for _, s := range []string{"POST", "/a/b", "x=1", "example.com", "10.0.0.1:5", "inv-1"} {
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(s)))
+		b = append(b, s...)
+	}
+	list := appendHeaderList(nil, http.Header{"Accept": {"*/*"}})
+	b = append(b, list...)
+	h, ok := parseHead(b)
+	if !ok {
+		t.Fatal("parseHead refused a well-formed head")
+	}
+	got := []string{string(h.method), string(h.path), string(h.query), string(h.authority), string(h.remoteAddr), string(h.invocationID)}
+	want := []string{"POST", "/a/b", "x=1", "example.com", "10.0.0.1:5", "inv-1"}
+	if !slices.Equal(got, want) || h.contentLength != -1 || !bytes.Equal(h.headers, list) {
+		t.Fatalf("parseHead = %q %d %q", got, h.contentLength, h.headers)
+	}
+	for n := range len(b) - len(list) {
+		if _, ok := parseHead(b[:n]); ok {
+			t.Fatalf("parseHead accepted a head cut at %d bytes", n)
+		}
+	}
+	var last string
+	if s := cached([]byte("/a"), &last); s != "/a" || last != "/a" {
+		t.Fatalf("cached = %q, last %q", s, last)
+	}
+	if methodString([]byte("GET")) != "GET" || methodString([]byte("BREW")) != "BREW" {
+		t.Fatal("methodString")
 	}
 }

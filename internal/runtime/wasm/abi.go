@@ -39,11 +39,13 @@ var (
 // exchange is the per-instance request/response state the host functions work
 // on. Its buffers are reused from one invocation to the next.
 type exchange struct {
-	req      *reqView
-	maxResp  int
-	hdrBuf   []byte // encoded request headers
-	hdrReady bool
-	bodyEOF  bool
+	req       *reqView
+	maxResp   int
+	hdrBuf    []byte // encoded request headers
+	hdrReady  bool
+	headBuf   []byte // encoded request head (request_head)
+	headReady bool
+	bodyEOF   bool
 
 	status      int
 	respHdr     []byte // encoded response headers, as the guest sent them
@@ -65,6 +67,7 @@ type reqView struct {
 func (x *exchange) reset(req *reqView) {
 	x.req = req
 	x.hdrReady = false
+	x.headReady = false
 	x.bodyEOF = false
 	x.status = 200
 	x.respHdr = x.respHdr[:0]
@@ -82,6 +85,9 @@ func (x *exchange) release() {
 	}
 	if cap(x.hdrBuf) > 64<<10 {
 		x.hdrBuf = nil
+	}
+	if cap(x.headBuf) > 64<<10 {
+		x.headBuf = nil
 	}
 }
 
@@ -156,6 +162,43 @@ func requestHeaders(ctx context.Context, mod api.Module, stack []uint64) {
 		}
 	}
 	i32(stack, int32(len(x.hdrBuf)))
+}
+
+// requestHead copies the whole request head into guest memory in one call
+// (docs/ABI.md, request_head): the content length, the six request strings
+// and the header list.
+func requestHead(ctx context.Context, mod api.Module, stack []uint64) {
+	x := exchangeOf(ctx)
+	if x == nil || x.req == nil {
+		i32(stack, errState)
+		return
+	}
+	if !x.headReady {
+		x.headBuf = appendRequestHead(x.headBuf[:0], x.req)
+		x.headReady = true
+	}
+	ptr, capacity := uint32(stack[0]), uint32(stack[1])
+	if uint64(len(x.headBuf)) > 1<<31-1 {
+		i32(stack, errTooLarge)
+		return
+	}
+	if uint32(len(x.headBuf)) <= capacity {
+		if !mod.Memory().Write(ptr, x.headBuf) {
+			i32(stack, errBounds)
+			return
+		}
+	}
+	i32(stack, int32(len(x.headBuf)))
+}
+
+// appendRequestHead appends the request_head encoding of r to dst.
+func appendRequestHead(dst []byte, r *reqView) []byte {
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(r.contentLength))
+	for _, v := range [...]string{r.method, r.path, r.query, r.authority, r.remoteAddr, r.invocationID} {
+		dst = binary.LittleEndian.AppendUint32(dst, uint32(len(v)))
+		dst = append(dst, v...)
+	}
+	return appendHeaderList(dst, r.header)
 }
 
 func requestContentLength(ctx context.Context, _ api.Module, stack []uint64) {
@@ -299,6 +342,7 @@ func hostFuncs() []hostFunc {
 		get("request_remote_addr", func(r *reqView) string { return r.remoteAddr }),
 		get("request_invocation_id", func(r *reqView) string { return r.invocationID }),
 		{"request_headers", requestHeaders, []api.ValueType{i32T, i32T}, []api.ValueType{i32T}},
+		{"request_head", requestHead, []api.ValueType{i32T, i32T}, []api.ValueType{i32T}},
 		{"request_content_length", requestContentLength, nil, []api.ValueType{i64T}},
 		{"request_body_read", requestBodyRead, []api.ValueType{i32T, i32T}, []api.ValueType{i32T}},
 		{"response_set_status", responseSetStatus, []api.ValueType{i32T}, []api.ValueType{i32T}},
