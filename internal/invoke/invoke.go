@@ -228,13 +228,17 @@ func (iv *Invoker) InvokeCall(ctx context.Context, t Target, req *runtime.Reques
 	}
 	rec.Cold, rec.InitNS = lease.Cold, int64(lease.Init)
 	deadline := rec.Start.Add(Timeout(v))
-	ictx, cancel := context.WithDeadline(ctx, deadline)
 	req.Deadline = deadline
 	sw := &c.sw
 	*sw = statusWriter{ResponseWriter: w}
-	err = lease.Instance.Invoke(ictx, req, sw)
-	cancel()
-	if err != nil && ctx.Err() == nil && ictx.Err() == context.DeadlineExceeded && runtime.KindOf(err) != runtime.TimedOut {
+	if _, ok := lease.Instance.(deadlineEnforcer); ok {
+		err = lease.Instance.Invoke(ctx, req, sw)
+	} else {
+		ictx, cancel := context.WithDeadline(ctx, deadline)
+		err = lease.Instance.Invoke(ictx, req, sw)
+		cancel()
+	}
+	if err != nil && ctx.Err() == nil && !time.Now().Before(deadline) && runtime.KindOf(err) != runtime.TimedOut {
 		err = &runtime.Error{Kind: runtime.TimedOut, Message: fmt.Sprintf("function %q did not finish within its %s timeout", v.Function, Timeout(v)), Err: err}
 	}
 	vp.pool.Release(lease, err)
@@ -250,6 +254,11 @@ func (iv *Invoker) InvokeCall(ctx context.Context, t Target, req *runtime.Reques
 	iv.record(rec)
 	return err
 }
+
+// deadlineEnforcer is an instance that ends a call at Request.Deadline by
+// itself, so the call's context needs no deadline of its own (a timer and
+// its context per call saved on the warm path).
+type deadlineEnforcer interface{ EnforcesDeadline() }
 
 func (iv *Invoker) record(rec *metering.Record) {
 	for _, r := range iv.cfg.Recorders {

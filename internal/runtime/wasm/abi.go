@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"sync"
+	"time"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
@@ -106,8 +108,86 @@ func (c *callCtx) Value(key any) any {
 	return c.Context.Value(key)
 }
 
+// invokeCtx is the context of a warm call (reactor.Invoke), reused from one
+// call to the next: the caller's context with the call's deadline. The
+// interrupter enforces the deadline on the guest, so the context for the
+// host functions that wait (a sleep, the host API) is made only when one
+// asks for it.
+type invokeCtx struct {
+	parent   context.Context
+	x        *exchange
+	deadline time.Time // zero: none beyond the parent's
+
+	mu      sync.Mutex
+	derived context.Context // parent with the deadline, made on demand
+	cancel  context.CancelFunc
+}
+
+// begin starts a call of x under parent until deadline.
+func (c *invokeCtx) begin(parent context.Context, x *exchange, deadline time.Time) {
+	c.parent, c.x, c.deadline = parent, x, deadline
+}
+
+// end releases what the call made.
+func (c *invokeCtx) end() {
+	c.mu.Lock()
+	if c.cancel != nil {
+		c.cancel()
+	}
+	c.parent, c.x, c.derived, c.cancel = nil, nil, nil, nil
+	c.mu.Unlock()
+}
+
+func (c *invokeCtx) ctx() context.Context {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.derived == nil {
+		if c.deadline.IsZero() {
+			c.derived = c.parent
+		} else {
+			c.derived, c.cancel = context.WithDeadline(c.parent, c.deadline)
+		}
+	}
+	return c.derived
+}
+
+func (c *invokeCtx) Deadline() (time.Time, bool) {
+	if c.deadline.IsZero() {
+		return c.parent.Deadline()
+	}
+	return c.deadline, true
+}
+
+func (c *invokeCtx) Done() <-chan struct{} { return c.ctx().Done() }
+
+func (c *invokeCtx) Err() error {
+	c.mu.Lock()
+	d := c.derived
+	c.mu.Unlock()
+	if d != nil {
+		return d.Err()
+	}
+	if err := c.parent.Err(); err != nil {
+		return err
+	}
+	if !c.deadline.IsZero() && !time.Now().Before(c.deadline) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+func (c *invokeCtx) Value(key any) any {
+	if key == (ctxKey{}) {
+		return c.x
+	}
+	return c.parent.Value(key)
+}
+
 func exchangeOf(ctx context.Context) *exchange {
-	if c, ok := ctx.(*callCtx); ok {
+	switch c := ctx.(type) {
+	case *invokeCtx:
+		return c.x
+	case *callCtx:
 		return c.x
 	}
 	x, _ := ctx.Value(ctxKey{}).(*exchange)

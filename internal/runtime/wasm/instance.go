@@ -201,6 +201,7 @@ type reactor struct {
 	stack  [1]uint64
 	x      exchange
 	view   reqView
+	call   invokeCtx // of the call in progress
 	busy   atomic.Bool
 	closed atomic.Bool
 }
@@ -276,7 +277,8 @@ func (in *reactor) startError(ctx context.Context, err error, step string) error
 }
 
 // Invoke serves one request. The response is buffered and written to w only
-// when nimbus_handle returns 0.
+// when nimbus_handle returns 0. It ends the call at req.Deadline (or ctx's,
+// or the function's timeout) by itself: ctx needs no deadline.
 func (in *reactor) Invoke(ctx context.Context, req *runtime.Request, w http.ResponseWriter) error {
 	// busy before closed, and Close the other way round: a Close racing an
 	// Invoke sees it busy, or the Invoke sees it closed.
@@ -287,25 +289,30 @@ func (in *reactor) Invoke(ctx context.Context, req *runtime.Request, w http.Resp
 	if in.closed.Load() {
 		return &runtime.Error{Kind: runtime.Crashed, Message: "instance is closed", Err: errClosed}
 	}
-	if _, ok := ctx.Deadline(); !ok && in.t.spec.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, in.t.spec.Timeout)
-		defer cancel()
+	deadline := req.Deadline
+	if d, ok := ctx.Deadline(); ok && (deadline.IsZero() || d.Before(deadline)) {
+		deadline = d
 	}
+	if deadline.IsZero() && in.t.spec.Timeout > 0 {
+		deadline = time.Now().Add(in.t.spec.Timeout)
+	}
+	c := &in.call
+	c.begin(ctx, &in.x, deadline)
+	defer c.end()
 	in.setRequest(req)
 	in.id = req.InvocationID
-	in.ctx = ctx
+	in.ctx = c
 	in.stderr.resetTail()
-	disarm := in.intr.arm(ctx)
-	err := in.handle.CallWithStack(&callCtx{Context: ctx, x: &in.x}, in.stack[:])
-	disarm()
+	in.intr.watch(ctx, deadline)
+	err := in.handle.CallWithStack(c, in.stack[:])
+	in.intr.unwatch()
 	in.stdout.flush()
 	in.stderr.flush()
 	in.ctx = nil
 	in.id = ""
 	defer in.x.release()
 	if err != nil {
-		return in.classify(ctx, err, "function")
+		return in.classify(c, err, "function")
 	}
 	if rc := api.DecodeI32(in.stack[0]); rc != 0 {
 		msg := "function's nimbus_handle returned " + strconv.Itoa(int(rc))
@@ -320,6 +327,10 @@ func (in *reactor) Invoke(ctx context.Context, req *runtime.Request, w http.Resp
 	in.writeResponse(req, w)
 	return nil
 }
+
+// EnforcesDeadline tells the invoke pipeline that Invoke stops the call at
+// req.Deadline itself.
+func (in *reactor) EnforcesDeadline() {}
 
 func (in *reactor) setRequest(req *runtime.Request) {
 	v := &in.view

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/tetratelabs/wazero/api"
 
@@ -321,6 +322,11 @@ type interrupter struct {
 
 	mu  sync.Mutex
 	gen uint64 // counts calls, so that a late stop of a finished call is ignored
+
+	// The call watched by watch (nil ctx: none) and its reusable timer.
+	ctx      context.Context
+	deadline time.Time
+	timer    *time.Timer
 }
 
 func newInterrupter(mod api.Module) *interrupter {
@@ -352,6 +358,73 @@ func (it *interrupter) arm(ctx context.Context) (disarm func()) {
 	return func() { stop() }
 }
 
+// cancelCheck is how often watch looks at a watched call's context before
+// its deadline: a guest computing for a caller that went away stops within
+// this time (one in a host call or a sleep at once, see invokeCtx).
+const cancelCheck = 50 * time.Millisecond
+
+// watch is arm for the warm path, without allocations: it clears the flag
+// and sets it at deadline (if not zero) or once ctx is done, which a timer
+// of the interrupter's own checks every cancelCheck. unwatch ends it.
+func (it *interrupter) watch(ctx context.Context, deadline time.Time) {
+	if it.g == nil {
+		return
+	}
+	it.mu.Lock()
+	it.gen++
+	it.g.Set(0)
+	if ctx.Done() != nil || !deadline.IsZero() {
+		it.ctx, it.deadline = ctx, deadline
+		it.schedule()
+	}
+	it.mu.Unlock()
+}
+
+// schedule sets the timer for the next check of the watched call; it.mu is held.
+func (it *interrupter) schedule() {
+	wait := cancelCheck
+	if !it.deadline.IsZero() {
+		wait = min(wait, time.Until(it.deadline))
+	}
+	if it.ctx.Done() == nil { // nothing to watch but the deadline
+		wait = time.Until(it.deadline)
+	}
+	if it.timer == nil {
+		it.timer = time.AfterFunc(wait, it.check)
+	} else {
+		it.timer.Reset(wait)
+	}
+}
+
+// check runs on the timer: it stops the watched call if its time is up or
+// its context is done, and looks again later otherwise.
+func (it *interrupter) check() {
+	it.mu.Lock()
+	defer it.mu.Unlock()
+	if it.ctx == nil {
+		return // the call ended
+	}
+	if it.ctx.Err() != nil || (!it.deadline.IsZero() && !time.Now().Before(it.deadline)) {
+		it.g.Set(1)
+		it.ctx = nil
+		return
+	}
+	it.schedule()
+}
+
+// unwatch ends watch.
+func (it *interrupter) unwatch() {
+	if it.g == nil {
+		return
+	}
+	it.mu.Lock()
+	it.ctx = nil
+	if it.timer != nil {
+		it.timer.Stop()
+	}
+	it.mu.Unlock()
+}
+
 func noop() {}
 
 // stopNow makes a running call (and any later one) trap at its next loop.
@@ -362,5 +435,6 @@ func (it *interrupter) stopNow() {
 	it.mu.Lock()
 	it.gen++
 	it.g.Set(1)
+	it.ctx = nil
 	it.mu.Unlock()
 }

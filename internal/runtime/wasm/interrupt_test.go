@@ -1,6 +1,7 @@
 package wasm
 
 import (
+	"context"
 	"runtime"
 	"testing"
 	"time"
@@ -69,5 +70,41 @@ func TestInterruptCheckedAtLoops(t *testing.T) {
 	}
 	if _, err := addInterrupt(out, got); err == nil {
 		t.Fatal("a module that already exports the interrupt global was accepted")
+	}
+}
+
+// The warm path takes its deadline from the request: the caller's context
+// need not carry one (the invoke pipeline passes it without).
+func TestRequestDeadlineStopsGuest(t *testing.T) {
+	r := newRuntime(t)
+	tpl := prepare(t, r, nimbusrt.Spec{}, guestMod.get(t))
+	for _, path := range []string{"/loop", "/sleep"} {
+		t.Run(path, func(t *testing.T) {
+			in := newInstance(t, tpl)
+			req := request("GET", path, nil)
+			req.Deadline = time.Now().Add(300 * time.Millisecond)
+			err := in.Invoke(context.Background(), req, newRecorder())
+			wantKind(t, err, nimbusrt.TimedOut, "deadline")
+		})
+	}
+}
+
+// A call whose caller goes away stops, in a loop or in a sleep, long before
+// its deadline.
+func TestCanceledCallStops(t *testing.T) {
+	r := newRuntime(t)
+	tpl := prepare(t, r, nimbusrt.Spec{}, guestMod.get(t))
+	for _, path := range []string{"/loop", "/sleep"} {
+		t.Run(path, func(t *testing.T) {
+			in := newInstance(t, tpl)
+			req := request("GET", path, nil)
+			req.Deadline = time.Now().Add(time.Hour)
+			ctx, cancel := context.WithCancel(context.Background())
+			time.AfterFunc(100*time.Millisecond, cancel)
+			err := in.Invoke(ctx, req, newRecorder())
+			wantKind(t, err, nimbusrt.Crashed, "canceled")
+			// The next call on a new instance is not affected.
+			mustInvoke(t, newInstance(t, tpl), request("GET", "/count", nil))
+		})
 	}
 }
