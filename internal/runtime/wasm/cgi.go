@@ -123,7 +123,7 @@ func (c *cgiInstance) Invoke(ctx context.Context, req *runtime.Request, w http.R
 	for k, v := range resp.header {
 		h[k] = v
 	}
-	writeBody(w, req.Method, resp.status, resp.body)
+	writeBody(w, req.Method, resp.status, resp.body, nil)
 	return nil
 }
 

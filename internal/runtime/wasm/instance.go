@@ -356,23 +356,33 @@ func (in *reactor) setRequest(req *runtime.Request) {
 
 func (in *reactor) writeResponse(req *runtime.Request, w http.ResponseWriter) {
 	h := w.Header()
+	var spare []string
 	if len(in.x.respHdr) > 0 {
-		addHeaders(h, string(in.x.respHdr)) // one allocation for every name and value
+		spare = addHeaders(h, string(in.x.respHdr)) // one allocation for every name and value
 	}
-	writeBody(w, req.Method, in.x.status, in.x.body)
+	writeBody(w, req.Method, in.x.status, in.x.body, spare)
 }
 
 // addHeaders adds an encoded (already validated) header list held in s to h.
-func addHeaders(h http.Header, s string) {
+// The values of names seen once share one slice allocation, which has room
+// for one more value: spare (length 0, capacity 1).
+func addHeaders(h http.Header, s string) (spare []string) {
 	count := int(le32s(s))
 	s = s[4:]
-	for range count {
+	vals := make([]string, count+1)
+	for i := range count {
 		nl, vl := int(le32s(s)), int(le32s(s[4:]))
 		s = s[8:]
-		name := http.CanonicalHeaderKey(s[:nl])
-		h[name] = append(h[name], s[nl:nl+vl])
+		name, value := http.CanonicalHeaderKey(s[:nl]), s[nl:nl+vl]
 		s = s[nl+vl:]
+		if old, ok := h[name]; ok {
+			h[name] = append(old, value)
+			continue
+		}
+		vals[i] = value
+		h[name] = vals[i : i+1 : i+1]
 	}
+	return vals[count:count:count+1]
 }
 
 func le32s(s string) uint32 {
@@ -380,15 +390,16 @@ func le32s(s string) uint32 {
 	return uint32(s[0]) | uint32(s[1])<<8 | uint32(s[2])<<16 | uint32(s[3])<<24
 }
 
-// writeBody writes status and body, with a Content-Length that matches the body.
-func writeBody(w http.ResponseWriter, method string, status int, body []byte) {
+// writeBody writes status and body, with a Content-Length that matches the
+// body; spare, if it has room, holds the Content-Length value.
+func writeBody(w http.ResponseWriter, method string, status int, body []byte, spare []string) {
 	h := w.Header()
 	h.Del("Transfer-Encoding")
 	noBody := status < 200 || status == http.StatusNoContent || status == http.StatusNotModified
 	if noBody {
 		h.Del("Content-Length")
 	} else if method != http.MethodHead || len(body) > 0 || h.Get("Content-Length") == "" {
-		h["Content-Length"] = []string{strconv.Itoa(len(body))}
+		h["Content-Length"] = append(spare, strconv.Itoa(len(body)))
 	}
 	w.WriteHeader(status)
 	if !noBody && method != http.MethodHead && len(body) > 0 {
