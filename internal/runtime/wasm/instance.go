@@ -382,7 +382,7 @@ func addHeaders(h http.Header, s string) (spare []string) {
 		vals[i] = value
 		h[name] = vals[i : i+1 : i+1]
 	}
-	return vals[count:count:count+1]
+	return vals[count : count : count+1]
 }
 
 func le32s(s string) uint32 {
