@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"sync/atomic"
@@ -123,10 +124,13 @@ func overheadSuite() error {
 		}
 	}
 	// Interleave rounds of about a second each, so that the machine's noise
-	// (and background work one server leaves behind) falls on every variant.
-	rounds := max(2, int(*duration/time.Second))
+	// falls on every variant; the order changes every round, so that the
+	// background work a server leaves behind (span exports, record batches)
+	// does not always fall on the same next variant.
+	rounds := max(4, int(*duration/time.Second))
 	for i := 0; i < rounds; i++ {
-		for _, v := range vs {
+		for _, j := range rand.Perm(len(vs)) {
+			v := vs[j]
 			v.res = merge(v.res, loadHeader(v.url, v.header, *conns, *duration/time.Duration(rounds)))
 		}
 	}

@@ -3,13 +3,16 @@ package telemetry
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -51,6 +54,7 @@ type Tracer struct {
 	cfg    TracingConfig
 	log    *slog.Logger
 	client *http.Client
+	buf    []byte // the export being sent (the run goroutine's)
 	url    string
 	on     atomic.Bool // exporting
 	ch     chan *Span
@@ -238,10 +242,8 @@ func (t *Tracer) run(ctx context.Context, done chan struct{}) {
 }
 
 func (t *Tracer) send(ctx context.Context, spans []*Span) {
-	body, err := json.Marshal(t.encode(spans))
-	if err == nil {
-		err = t.post(ctx, body)
-	}
+	t.buf = t.appendExport(t.buf[:0], spans)
+	err := t.post(ctx, t.buf)
 	if err != nil {
 		t.failed.Add(uint64(len(spans)))
 		t.log.Warn("exporting trace spans failed", "endpoint", t.url, "spans", len(spans), "error", err)
@@ -273,92 +275,120 @@ func (t *Tracer) post(ctx context.Context, body []byte) error {
 
 // The OTLP/HTTP JSON encoding (opentelemetry-proto, JSON mapping): ids are
 // hex strings, 64-bit integers are decimal strings, enums are numbers.
-type (
-	otlpExport struct {
-		ResourceSpans []otlpResourceSpans `json:"resourceSpans"`
-	}
-	otlpResourceSpans struct {
-		Resource   otlpResource     `json:"resource"`
-		ScopeSpans []otlpScopeSpans `json:"scopeSpans"`
-	}
-	otlpResource struct {
-		Attributes []otlpKeyValue `json:"attributes"`
-	}
-	otlpScopeSpans struct {
-		Scope otlpScope  `json:"scope"`
-		Spans []otlpSpan `json:"spans"`
-	}
-	otlpScope struct {
-		Name string `json:"name"`
-	}
-	otlpSpan struct {
-		TraceID           string         `json:"traceId"`
-		SpanID            string         `json:"spanId"`
-		ParentSpanID      string         `json:"parentSpanId,omitempty"`
-		TraceState        string         `json:"traceState,omitempty"`
-		Flags             uint32         `json:"flags,omitempty"`
-		Name              string         `json:"name"`
-		Kind              SpanKind       `json:"kind"`
-		StartTimeUnixNano uint64         `json:"startTimeUnixNano,string"`
-		EndTimeUnixNano   uint64         `json:"endTimeUnixNano,string"`
-		Attributes        []otlpKeyValue `json:"attributes,omitempty"`
-		Status            otlpStatus     `json:"status"`
-	}
-	otlpStatus struct {
-		Code    StatusCode `json:"code,omitempty"`
-		Message string     `json:"message,omitempty"`
-	}
-	otlpKeyValue struct {
-		Key   string    `json:"key"`
-		Value otlpValue `json:"value"`
-	}
-	otlpValue struct {
-		StringValue *string  `json:"stringValue,omitempty"`
-		IntValue    *string  `json:"intValue,omitempty"`
-		DoubleValue *float64 `json:"doubleValue,omitempty"`
-		BoolValue   *bool    `json:"boolValue,omitempty"`
-	}
-)
 
-func otlpAttrs(attrs []Attr) []otlpKeyValue {
-	out := make([]otlpKeyValue, 0, len(attrs))
-	for _, a := range attrs {
-		kv := otlpKeyValue{Key: a.Key}
-		switch a.kind {
-		case attrString:
-			s := a.s
-			kv.Value.StringValue = &s
-		case attrInt:
-			s := fmt.Sprint(a.n)
-			kv.Value.IntValue = &s
-		case attrFloat:
-			f := a.f
-			kv.Value.DoubleValue = &f
-		case attrBool:
-			b := a.n != 0
-			kv.Value.BoolValue = &b
+// appendExport appends the OTLP/HTTP JSON export of spans to b: the same
+// document json.Marshal(t.encode(spans)) gives, written directly (the
+// reflective encoder cost several µs per span on the exporter's goroutine,
+// which shares the CPU with invocations).
+func (t *Tracer) appendExport(b []byte, spans []*Span) []byte {
+	b = append(b, `{"resourceSpans":[{"resource":{"attributes":`...)
+	b = appendAttrs(b, []Attr{String("service.name", t.cfg.ServiceName)})
+	b = append(b, `},"scopeSpans":[{"scope":{"name":"github.com/nimbusfn/nimbus"},"spans":[`...)
+	var hexbuf [32]byte
+	for i, s := range spans {
+		if i > 0 {
+			b = append(b, ',')
 		}
-		out = append(out, kv)
+		b = append(b, `{"traceId":"`...)
+		hex.Encode(hexbuf[:32], s.sc.TraceID[:])
+		b = append(b, hexbuf[:32]...)
+		b = append(b, `","spanId":"`...)
+		hex.Encode(hexbuf[:16], s.sc.SpanID[:])
+		b = append(b, hexbuf[:16]...)
+		b = append(b, '"')
+		if s.parent.IsValid() {
+			b = append(b, `,"parentSpanId":"`...)
+			hex.Encode(hexbuf[:16], s.parent[:])
+			b = append(b, hexbuf[:16]...)
+			b = append(b, '"')
+		}
+		if s.sc.State != "" {
+			b = append(b, `,"traceState":`...)
+			b = appendJSONString(b, s.sc.State)
+		}
+		if s.sc.Flags != 0 {
+			b = append(b, `,"flags":`...)
+			b = strconv.AppendUint(b, uint64(s.sc.Flags), 10)
+		}
+		b = append(b, `,"name":`...)
+		b = appendJSONString(b, s.name)
+		b = append(b, `,"kind":`...)
+		b = strconv.AppendInt(b, int64(s.kind), 10)
+		b = append(b, `,"startTimeUnixNano":"`...)
+		b = strconv.AppendUint(b, uint64(s.start.UnixNano()), 10)
+		b = append(b, `","endTimeUnixNano":"`...)
+		b = strconv.AppendUint(b, uint64(s.end.UnixNano()), 10)
+		b = append(b, '"')
+		if len(s.attrs) > 0 {
+			b = append(b, `,"attributes":`...)
+			b = appendAttrs(b, s.attrs)
+		}
+		b = append(b, `,"status":{`...)
+		if s.status != 0 {
+			b = append(b, `"code":`...)
+			b = strconv.AppendInt(b, int64(s.status), 10)
+		}
+		if s.message != "" {
+			if s.status != 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `"message":`...)
+			b = appendJSONString(b, s.message)
+		}
+		b = append(b, "}}"...)
 	}
-	return out
+	return append(b, "]}]}]}"...)
 }
 
-func (t *Tracer) encode(spans []*Span) otlpExport {
-	out := make([]otlpSpan, 0, len(spans))
-	for _, s := range spans {
-		os := otlpSpan{
-			TraceID: s.sc.TraceID.String(), SpanID: s.sc.SpanID.String(), TraceState: s.sc.State,
-			Flags: uint32(s.sc.Flags), Name: s.name, Kind: s.kind,
-			StartTimeUnixNano: uint64(s.start.UnixNano()), EndTimeUnixNano: uint64(s.end.UnixNano()),
-			Attributes: otlpAttrs(s.attrs), Status: otlpStatus{Code: s.status, Message: s.message},
+func appendAttrs(b []byte, attrs []Attr) []byte {
+	b = append(b, '[')
+	for i, a := range attrs {
+		if i > 0 {
+			b = append(b, ',')
 		}
-		if s.parent.IsValid() {
-			os.ParentSpanID = s.parent.String()
+		b = append(b, `{"key":`...)
+		b = appendJSONString(b, a.Key)
+		b = append(b, `,"value":{`...)
+		switch a.kind {
+		case attrString:
+			b = append(b, `"stringValue":`...)
+			b = appendJSONString(b, a.s)
+		case attrInt:
+			b = append(b, `"intValue":"`...)
+			b = strconv.AppendInt(b, a.n, 10)
+			b = append(b, '"')
+		case attrFloat:
+			b = append(b, `"doubleValue":`...)
+			switch {
+			case math.IsNaN(a.f):
+				b = append(b, `"NaN"`...) // the protobuf JSON mapping's names
+			case math.IsInf(a.f, 1):
+				b = append(b, `"Infinity"`...)
+			case math.IsInf(a.f, -1):
+				b = append(b, `"-Infinity"`...)
+			default:
+				f, _ := json.Marshal(a.f)
+				b = append(b, f...)
+			}
+		case attrBool:
+			b = append(b, `"boolValue":`...)
+			b = strconv.AppendBool(b, a.n != 0)
 		}
-		out = append(out, os)
+		b = append(b, "}}"...)
 	}
-	return otlpExport{ResourceSpans: []otlpResourceSpans{{
-		Resource:   otlpResource{Attributes: otlpAttrs([]Attr{String("service.name", t.cfg.ServiceName)})},
-		ScopeSpans: []otlpScopeSpans{{Scope: otlpScope{Name: "github.com/nimbusfn/nimbus"}, Spans: out}},
-	}}}
+	return append(b, ']')
+}
+
+// appendJSONString appends s as a JSON string: plain ASCII as is, anything
+// else through encoding/json (escapes, invalid UTF-8).
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
