@@ -127,6 +127,18 @@ func (s *Server) gatewayTenant(r *http.Request, pathTenant string) (string, erro
 	return registry.DefaultTenant, nil
 }
 
+// stripAPIKey removes the Nimbus API key a request carries, leaving any
+// other Authorization (a user's token) in place.
+func stripAPIKey(r *http.Request) {
+	if apiKeyOf(r) == "" {
+		return
+	}
+	r.Header.Del("X-Api-Key")
+	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.HasPrefix(strings.TrimSpace(h[7:]), tenant.KeyPrefix) {
+		r.Header.Del("Authorization")
+	}
+}
+
 // apiKeyOf returns the Nimbus API key a request carries (not a user's JWT).
 func apiKeyOf(r *http.Request) string {
 	if k := r.Header.Get("X-Api-Key"); k != "" {
@@ -145,6 +157,9 @@ func apiKeyOf(r *http.Request) string {
 // end-user token of the tenant; the function receives the verified user).
 func (s *Server) authorizeCall(r *http.Request, tenantName string, v *registry.Version) error {
 	auth.SetUserHeaders(r.Header, nil) // never trust incoming user headers
+	// The caller's Nimbus API key never reaches function code (an admin
+	// key calling a tenant's function would otherwise hand it over).
+	defer stripAPIKey(r)
 	switch v.Config.Auth {
 	case "", "public":
 		return nil

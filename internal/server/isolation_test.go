@@ -420,6 +420,17 @@ func TestTenantIsolationMatrix(t *testing.T) {
 			errCode(t, b)
 		})
 	}
+	// The caller's API key never reaches the function's code.
+	for _, hdr := range []string{"Authorization", "X-Api-Key"} {
+		val := keyA
+		if hdr == "Authorization" {
+			val = "Bearer " + keyA
+		}
+		resp, b := e.Do("GET", "/fn/ownfn/header?k="+hdr, nil, hdr, val)
+		if resp.StatusCode != 200 || string(b) != "header=" {
+			t.Fatalf("function saw the caller's %s: %d %s", hdr, resp.StatusCode, b)
+		}
+	}
 	// A read-only key deploying a function is refused with 403.
 	if status, b := deployAs(t, e, readA, "another", code, registry.Config{}); status != 403 {
 		t.Fatalf("read key deploys: %d %s", status, b)

@@ -57,7 +57,14 @@ type Tracer struct {
 	buf    []byte // the export being sent (the run goroutine's)
 	url    string
 	on     atomic.Bool // exporting
-	ch     chan *Span
+
+	// Finished spans wait in pending; the exporter takes them every
+	// FlushInterval, or when kicked because a batch is full. No channel
+	// operation per span: a channel receive per span woke the exporter's
+	// goroutine for every invocation.
+	qmu     sync.Mutex
+	pending []*Span
+	kick    chan struct{}
 
 	exported, dropped, failed atomic.Uint64
 
@@ -93,7 +100,7 @@ func NewTracer(cfg TracingConfig) *Tracer {
 	t := &Tracer{cfg: cfg, log: lg.With("component", "tracing"), client: &http.Client{Timeout: cfg.Timeout}}
 	if cfg.Endpoint != "" {
 		t.url = strings.TrimRight(cfg.Endpoint, "/") + "/v1/traces"
-		t.ch = make(chan *Span, cfg.Buffer)
+		t.kick = make(chan struct{}, 1)
 	}
 	return t
 }
@@ -190,51 +197,58 @@ func (t *Tracer) export(s *Span) {
 		t.dropped.Add(1)
 		return
 	}
-	select {
-	case t.ch <- s:
-	default:
+	t.qmu.Lock()
+	if len(t.pending) >= t.cfg.Buffer {
+		t.qmu.Unlock()
 		t.dropped.Add(1)
+		return
 	}
+	t.pending = append(t.pending, s)
+	full := len(t.pending)%t.cfg.BatchSize == 0
+	t.qmu.Unlock()
+	if full {
+		select {
+		case t.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// take returns the finished spans and leaves spare (emptied) in their place.
+func (t *Tracer) take(spare []*Span) []*Span {
+	t.qmu.Lock()
+	out := t.pending
+	t.pending = spare[:0]
+	t.qmu.Unlock()
+	return out
 }
 
 func (t *Tracer) run(ctx context.Context, done chan struct{}) {
 	defer close(done)
 	tick := time.NewTicker(t.cfg.FlushInterval)
 	defer tick.Stop()
-	batch := make([]*Span, 0, t.cfg.BatchSize)
+	var spare []*Span
 	// Each export gets its own timeout, never the run context: Stop cancels
 	// that, and must let an export already under way finish.
 	flush := func() {
-		if len(batch) > 0 {
+		taken := t.take(spare)
+		for spans := taken; len(spans) > 0; {
+			n := min(len(spans), t.cfg.BatchSize)
 			sctx, cancel := context.WithTimeout(context.Background(), t.cfg.Timeout)
-			t.send(sctx, batch)
+			t.send(sctx, spans[:n])
 			cancel()
-			clear(batch)
-			batch = batch[:0]
+			spans = spans[n:]
 		}
+		clear(taken) // the spans go to the garbage collector
+		spare = taken[:0]
 	}
 	for {
 		select {
-		case s := <-t.ch:
-			batch = append(batch, s)
-			if len(batch) >= t.cfg.BatchSize {
-				flush()
-			}
+		case <-t.kick:
+			flush()
 		case <-tick.C:
 			flush()
 		case <-ctx.Done():
-			for {
-				select {
-				case s := <-t.ch:
-					batch = append(batch, s)
-					if len(batch) >= t.cfg.BatchSize {
-						flush()
-					}
-					continue
-				default:
-				}
-				break
-			}
 			flush()
 			return
 		}

@@ -48,6 +48,8 @@ func main() {
 			fmt.Fprint(w, n)
 		case "/env":
 			fmt.Fprint(w, os.Getenv(r.URL.Query().Get("k")))
+		case "/header":
+			fmt.Fprint(w, "header="+r.Header.Get(r.URL.Query().Get("k")))
 		default:
 			fmt.Fprintf(w, "ok %d", calls)
 		}
