@@ -304,72 +304,38 @@ func (r *reader) skipU32s(n int) error {
 }
 
 // skipInstr reads one instruction and returns its opcode. Table mutation and
-// unknown instructions are errors (the former of type *errNoSnapshot).
+// instructions a snapshot does not handle (SIMD, threads, exceptions) are
+// errors of type *errNoSnapshot; malformed code is an error too.
 func skipInstr(r *reader) (byte, error) {
-	op, err := r.byte()
-	if err != nil {
-		return 0, err
-	}
-	switch {
-	case op == 0x00, op == 0x01, op == 0x05, op == 0x0b, op == 0x0f, op == 0x1a, op == 0x1b, op == 0xd1,
-		op >= 0x45 && op <= 0xc4:
-		return op, nil
-	case op == 0x02, op == 0x03, op == 0x04: // block type: 0x40, a value type, or an s33 type index
-		if len(r.b) > 0 && (r.b[0] == 0x40 || (r.b[0] >= 0x6f && r.b[0] <= 0x7f)) {
-			_, err = r.byte()
-		} else {
-			err = r.skipLEB()
+	if len(r.b) > 0 {
+		if err := snapshotRefuses(r.b); err != nil {
+			return r.b[0], err
 		}
-	case op == 0x0c, op == 0x0d, op == 0x10, op == 0x12, op >= 0x20 && op <= 0x25, op == 0xd2:
-		_, err = r.u32()
+	}
+	return nextInstr(r)
+}
+
+// snapshotRefuses says why the instruction at the start of b keeps a module
+// from being snapshotted, or nil.
+func snapshotRefuses(b []byte) error {
+	switch op := b[0]; {
 	case op == 0x26:
-		return op, noSnapshot("its code sets table entries (table.set)")
-	case op == 0x0e:
-		var n uint32
-		if n, err = r.u32(); err == nil {
-			err = r.skipU32s(int(n) + 1)
-		}
-	case op == 0x11, op == 0x13:
-		err = r.skipU32s(2)
-	case op == 0x1c:
-		var n uint32
-		if n, err = r.u32(); err == nil {
-			_, err = r.bytes(int(n))
-		}
-	case op >= 0x28 && op <= 0x3e:
-		err = r.skipU32s(2)
-	case op == 0x3f, op == 0x40:
-		_, err = r.u32()
-	case op == 0x41, op == 0x42:
-		err = r.skipLEB()
-	case op == 0x43:
-		_, err = r.bytes(4)
-	case op == 0x44:
-		_, err = r.bytes(8)
-	case op == 0xd0:
-		_, err = r.byte()
+		return noSnapshot("its code sets table entries (table.set)")
 	case op == 0xfc:
-		var sub uint32
-		if sub, err = r.u32(); err != nil {
-			return op, err
-		}
+		rr := reader{b: b[1:]}
+		sub, err := rr.u32()
 		switch {
-		case sub <= 7:
-		case sub == 8:
-			err = r.skipU32s(2)
-		case sub == 9, sub == 11, sub == 16:
-			_, err = r.u32()
-		case sub == 10:
-			err = r.skipU32s(2)
+		case err != nil:
+			return nil // nextInstr reports it
 		case sub >= 12 && sub <= 15, sub == 17:
-			return op, noSnapshot("its code changes tables (0xfc %d)", sub)
-		default:
-			return op, noSnapshot("its code uses instruction 0xfc %d", sub)
+			return noSnapshot("its code changes tables (0xfc %d)", sub)
+		case sub > 17:
+			return noSnapshot("its code uses instruction 0xfc %d", sub)
 		}
-	default:
-		return op, noSnapshot("its code uses instruction %#x (SIMD, threads or exceptions)", op)
+	case op >= 0x06 && op <= 0x0a, op == 0x18, op == 0x19, op == 0x1f, op == 0xfd, op == 0xfe:
+		return noSnapshot("its code uses instruction %#x (SIMD, threads or exceptions)", op)
 	}
-	return op, err
+	return nil
 }
 
 // snapshotGlobalExport names the export of mutable global i in the capture module.
