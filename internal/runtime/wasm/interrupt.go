@@ -62,22 +62,9 @@ func addInterrupt(code []byte, info *moduleInfo) ([]byte, error) {
 			importedGlobals++
 		}
 	}
-	var secs []wasmSection
-	r := reader{b: code[8:]}
-	for len(r.b) > 0 {
-		id, err := r.byte()
-		if err != nil {
-			return nil, badModule(err)
-		}
-		size, err := r.u32()
-		if err != nil {
-			return nil, badModule(err)
-		}
-		body, err := r.bytes(int(size))
-		if err != nil {
-			return nil, badModule(err)
-		}
-		secs = append(secs, wasmSection{id, body})
+	secs, err := splitSections(code)
+	if err != nil {
+		return nil, badModule(err)
 	}
 	// The new global comes after every imported and defined one, so no
 	// existing index changes.

@@ -62,24 +62,14 @@ func noSnapshot(format string, args ...any) error {
 // globals, no mutable globals of reference or vector type, and only
 // instructions this reader knows.
 func analyseForSnapshot(code []byte) (*snapModule, error) {
-	m := &snapModule{}
-	r := reader{b: code[8:]}
-	for len(r.b) > 0 {
-		id, err := r.byte()
-		if err != nil {
-			return nil, err
-		}
-		size, err := r.u32()
-		if err != nil {
-			return nil, err
-		}
-		body, err := r.bytes(int(size))
-		if err != nil {
-			return nil, err
-		}
-		m.sections = append(m.sections, wasmSection{id, body})
-		s := reader{b: body}
-		switch id {
+	secs, err := splitSections(code)
+	if err != nil {
+		return nil, err
+	}
+	m := &snapModule{sections: secs}
+	for _, sec := range secs {
+		s := reader{b: sec.body}
+		switch sec.id {
 		case 2:
 			if err := checkImportsForSnapshot(&s); err != nil {
 				return nil, err
@@ -513,6 +503,28 @@ func insertSection(secs []wasmSection, s wasmSection) []wasmSection {
 	out = append(out, secs[:at]...)
 	out = append(out, s)
 	return append(out, secs[at:]...)
+}
+
+// splitSections cuts a module (after its 8-byte header) into its sections.
+func splitSections(code []byte) ([]wasmSection, error) {
+	var secs []wasmSection
+	r := reader{b: code[8:]}
+	for len(r.b) > 0 {
+		id, err := r.byte()
+		if err != nil {
+			return nil, err
+		}
+		size, err := r.u32()
+		if err != nil {
+			return nil, err
+		}
+		body, err := r.bytes(int(size))
+		if err != nil {
+			return nil, err
+		}
+		secs = append(secs, wasmSection{id, body})
+	}
+	return secs, nil
 }
 
 func joinSections(secs []wasmSection) []byte {
