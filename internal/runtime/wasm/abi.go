@@ -128,14 +128,22 @@ func (c *invokeCtx) begin(parent context.Context, x *exchange, deadline time.Tim
 	c.parent, c.x, c.deadline = parent, x, deadline
 }
 
-// end releases what the call made.
-func (c *invokeCtx) end() {
+// end releases what the call made. It reports whether c may serve the next
+// call: not once a host function asked for Done, since whoever watches it
+// (a goroutine context.WithCancel started, an HTTP request of the host API)
+// may outlive the call and must keep seeing it ended, never the next one.
+func (c *invokeCtx) end() (reusable bool) {
 	c.mu.Lock()
-	if c.cancel != nil {
-		c.cancel()
+	defer c.mu.Unlock()
+	if c.derived != nil {
+		if c.cancel != nil {
+			c.cancel()
+		}
+		c.x = nil
+		return false
 	}
-	c.parent, c.x, c.derived, c.cancel = nil, nil, nil, nil
-	c.mu.Unlock()
+	c.parent, c.x = nil, nil
+	return true
 }
 
 func (c *invokeCtx) ctx() context.Context {

@@ -201,7 +201,7 @@ type reactor struct {
 	stack  [1]uint64
 	x      exchange
 	view   reqView
-	call   invokeCtx // of the call in progress
+	call   *invokeCtx // of the call in progress, or the next one
 	busy   atomic.Bool
 	closed atomic.Bool
 }
@@ -296,9 +296,17 @@ func (in *reactor) Invoke(ctx context.Context, req *runtime.Request, w http.Resp
 	if deadline.IsZero() && in.t.spec.Timeout > 0 {
 		deadline = time.Now().Add(in.t.spec.Timeout)
 	}
-	c := &in.call
+	c := in.call
+	if c == nil {
+		c = new(invokeCtx)
+		in.call = c
+	}
 	c.begin(ctx, &in.x, deadline)
-	defer c.end()
+	defer func() {
+		if !c.end() {
+			in.call = nil
+		}
+	}()
 	in.setRequest(req)
 	in.id = req.InvocationID
 	in.ctx = c
