@@ -60,9 +60,11 @@ func tmpKeeps(paths ...string) (keep []string, ok bool) {
 // because Nimbus unpacks code root-owned with modes 0755/0644, which the
 // sandbox user cannot write either.
 //
-// The work happens on a fresh OS thread that enters the namespace and is
-// never handed back to Go's scheduler (its goroutine ends locked, so the
-// thread ends too): the server's other threads keep the host's view.
+// The work happens on an OS thread that enters the namespace and is never
+// handed back to Go's scheduler (its goroutine ends locked, so the thread
+// ends too): the server's other threads keep the host's view. Ending a
+// thread is safe because instances are forked only on spawner threads,
+// which never end (spawner.go).
 //
 // It returns at once; the result arrives on the channel.
 func privateFS(pid int, tmp string, maskTmp bool, keep []string) <-chan error {

@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	goruntime "runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -266,28 +265,33 @@ func (p *Process) start(cfg *Config, pr probeResult, path string, dirf *os.File)
 // set its rlimits there (or make it set them itself), then let it run. That keeps the server a single
 // binary with no re-exec shim, whose Go start-up would cost milliseconds per
 // cold start.
-func (p *Process) startTraced(cfg *Config, pr probeResult) error {
+func (p *Process) startTraced(cfg *Config, pr probeResult) (err error) {
+	onSpawner(func() (retire bool) {
+		retire, err = p.startOnSpawner(cfg, pr)
+		return retire
+	})
+	return err
+}
+
+// startOnSpawner is startTraced on a spawner thread (see spawner.go). It
+// reports retire when the thread must serve no further start.
+func (p *Process) startOnSpawner(cfg *Config, pr probeResult) (retire bool, err error) {
 	traced := p.cmd.SysProcAttr.Ptrace
 	p.born = false
-	if traced {
-		// ptrace requests must come from the thread that forked the child.
-		goruntime.LockOSThread()
-		defer goruntime.UnlockOSThread()
-	}
 	if !traced && p.cg != nil && p.cg.sys.v2 == "" {
 		// Not stopped at exec, the process could fork before it joined
 		// its cgroup: it is born in it instead.
-		if err := p.startInCgroup(); err != nil {
-			return err
+		if retire, err := p.startInCgroup(); err != nil || retire {
+			return retire, err
 		}
 	} else if err := p.cmd.Start(); err != nil {
-		return &startError{err}
+		return false, &startError{err}
 	}
 	p.pid = p.cmd.Process.Pid
-	fail := func(err error) error {
+	fail := func(err error) (bool, error) {
 		p.cmd.Process.Kill()
 		p.cmd.Wait()
-		return err
+		return false, err
 	}
 	if traced {
 		if err := waitStop(p.pid); err != nil {
@@ -303,44 +307,36 @@ func (p *Process) startTraced(cfg *Config, pr probeResult) error {
 			return fail(fmt.Errorf("detach: %w", err))
 		}
 	}
-	return nil
+	return false, nil
 }
 
-// startInCgroup starts the command from a thread moved into the (v1)
-// cgroup, so that the child is born in it. The thread runs nothing else
-// meanwhile; if it cannot be moved back it is left locked, and Go ends it.
-func (p *Process) startInCgroup() error {
-	errc := make(chan error, 1)
-	go func() {
-		goruntime.LockOSThread()
-		back, err := p.cg.enterThread()
+// startInCgroup starts the command with the (spawner) thread moved into the
+// (v1) cgroup, so that the child is born in it. If the thread cannot be
+// moved back, the process is killed and the spawner retires.
+func (p *Process) startInCgroup() (retire bool, err error) {
+	back, err := p.cg.enterThread()
+	if err == nil {
+		if err = p.cmd.Start(); err != nil {
+			err = &startError{err}
+		}
+	}
+	if berr := back(); berr != nil {
 		if err == nil {
-			if err = p.cmd.Start(); err != nil {
-				err = &startError{err}
-			}
+			p.cmd.Process.Kill()
+			p.cmd.Wait()
 		}
-		if berr := back(); berr != nil {
-			if err == nil {
-				p.cmd.Process.Kill()
-				p.cmd.Wait()
-			}
-			errc <- fmt.Errorf("leave the instance cgroup: %w", berr)
-			return // the thread stays locked: it exits with this goroutine
-		}
-		goruntime.UnlockOSThread()
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
+		return true, fmt.Errorf("start in cgroup: leave the instance cgroup: %w", berr)
+	}
+	if err != nil {
 		if _, ok := err.(*startError); ok {
-			return err
+			return false, err
 		}
-		return fmt.Errorf("start in cgroup: %w", err)
+		return false, fmt.Errorf("start in cgroup: %w", err)
 	}
 	p.born = true
-	return nil
+	return false, nil
 }
 
-// waitStop waits until the traced process stops.
 func waitStop(pid int) error {
 	var ws syscall.WaitStatus
 	for {
