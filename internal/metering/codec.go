@@ -103,10 +103,14 @@ func decodeBatch(data []byte) (recs []Record, bad int) {
 	if d.err != nil || tenant == "" || function == "" {
 		return nil, 1
 	}
+	var node string // a batch's records almost always share their node
 	for len(d.b) > 0 {
 		n, k := binary.Uvarint(d.b)
 		if k <= 0 || uint64(len(d.b)-k) < n {
 			return recs, bad + 1
+		}
+		if recs == nil {
+			recs = make([]Record, 0, len(d.b)/(k+int(n)))
 		}
 		rd := decoder{b: d.b[k : k+int(n)]}
 		d.b = d.b[k+int(n):]
@@ -123,7 +127,10 @@ func decodeBatch(data []byte) (recs []Record, bad int) {
 		r.MemoryMB = int(rd.varint())
 		r.Outcome = known(rd.bytes(), knownOutcomes)
 		r.Status = int(rd.varint())
-		r.Node = rd.string()
+		if b := rd.bytes(); string(b) != node {
+			node = string(b)
+		}
+		r.Node = node
 		// Fields a later writer added after these are skipped.
 		if rd.err != nil {
 			bad++

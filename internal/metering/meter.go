@@ -344,12 +344,18 @@ func (m *Meter) apply(ctx context.Context, batch []seqRecord) error {
 	}
 	groups := map[string][]*seqRecord{}
 	var keys []string
+	// Records come in runs of one function and hour: the key is made once
+	// per run, not per record.
+	var k, kTenant, kFunction string
+	var kHour time.Time
 	for i := range batch {
 		sr := &batch[i]
 		if sr.rec.Tenant == "" {
 			continue
 		}
-		k := RollupKey(sr.rec.Tenant, sr.rec.Function, sr.rec.Start)
+		if hour := sr.rec.Start.UTC().Truncate(time.Hour); k == "" || sr.rec.Tenant != kTenant || sr.rec.Function != kFunction || !hour.Equal(kHour) {
+			k, kTenant, kFunction, kHour = RollupKey(sr.rec.Tenant, sr.rec.Function, hour), sr.rec.Tenant, sr.rec.Function, hour
+		}
 		if _, ok := groups[k]; !ok {
 			keys = append(keys, k)
 		}

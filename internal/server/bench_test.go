@@ -1,6 +1,8 @@
 package server_test
 
 import (
+	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"syscall"
@@ -8,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nimbusfn/nimbus/internal/registry"
+	"github.com/nimbusfn/nimbus/internal/server"
 	"github.com/nimbusfn/nimbus/internal/testenv"
 )
 
@@ -60,4 +63,70 @@ func BenchmarkGatewayHello(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op")
+}
+
+// BenchmarkGatewayFeatures is BenchmarkGatewayHello with auth, metering and
+// tracing each on or off: what each costs in CPU per request, background
+// work (record batches, span exports to an in-process receiver) included.
+func BenchmarkGatewayFeatures(b *testing.B) {
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte("{}"))
+	}))
+	defer sink.Close()
+	for _, v := range []struct {
+		name                 string
+		auth, meter, tracing bool
+	}{
+		{"bare", false, false, false},
+		{"auth", true, false, false},
+		{"metering", false, true, false},
+		{"tracing", false, false, true},
+		{"full", true, true, true},
+	} {
+		b.Run(v.name, func(b *testing.B) {
+			e := testenv.Start(b, func(c *server.Config) {
+				c.NoMetering = !v.meter
+				if v.tracing {
+					c.TracingEndpoint = sink.URL
+				}
+			})
+			cfg := registry.Config{Scale: registry.Scale{Min: 1}}
+			if v.auth {
+				cfg.Auth = "key"
+			}
+			e.Deploy("hello", hello(b), cfg)
+			req := httptest.NewRequest("GET", "/fn/hello?name=bench", nil)
+			req.RemoteAddr = "127.0.0.1:40000"
+			req.Header.Set("User-Agent", "Go-http-client/1.1")
+			req.Header.Set("Accept-Encoding", "gzip")
+			if v.auth {
+				resp, body := e.Do("POST", "/api/v1/keys", []byte(`{"scopes":["invoke"],"name":"bench"}`))
+				var k struct{ Key string }
+				if resp.StatusCode != http.StatusCreated || json.Unmarshal(body, &k) != nil {
+					b.Fatalf("creating a key: %d %s", resp.StatusCode, body)
+				}
+				req.Header.Set("Authorization", "Bearer "+k.Key)
+			}
+			h := e.Handler()
+			w := &respWriter{h: http.Header{}}
+			auth := req.Header.Get("Authorization")
+			b.ReportAllocs()
+			start := cpuTime()
+			for b.Loop() {
+				clear(w.h)
+				w.status, w.n = 0, 0
+				if auth != "" {
+					req.Header["Authorization"] = []string{auth} // the server strips it
+				}
+				delete(req.Header, "Traceparent")
+				h.ServeHTTP(w, req)
+				if w.status != 200 {
+					b.Fatalf("status %d", w.status)
+				}
+			}
+			b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op")
+		})
+	}
 }

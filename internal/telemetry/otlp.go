@@ -185,7 +185,7 @@ func (t *Tracer) StartSpan(ctx context.Context, name string, parent string, attr
 		s.tracer, s.recording = t, true
 		s.name, s.kind, s.start = name, KindInternal, time.Now()
 		if len(attrs) > 0 {
-			s.attrs = append(make([]Attr, 0, len(attrs)+4), attrs...)
+			s.attrs = append(s.attrBuf[:0], attrs...)
 		}
 	}
 	return c, s

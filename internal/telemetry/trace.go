@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // W3C Trace Context (https://www.w3.org/TR/trace-context/): the traceparent
@@ -50,13 +51,17 @@ func (sc SpanContext) IsValid() bool { return sc.TraceID.IsValid() && sc.SpanID.
 // Traceparent formats sc as a version-00 traceparent header value.
 func (sc SpanContext) Traceparent() string {
 	var b [55]byte
-	b[0], b[1], b[2] = '0', '0', '-'
-	hex.Encode(b[3:35], sc.TraceID[:])
-	b[35] = '-'
-	hex.Encode(b[36:52], sc.SpanID[:])
-	b[52] = '-'
-	hex.Encode(b[53:55], []byte{sc.Flags})
-	return string(b[:])
+	return string(sc.appendTraceparent(b[:0]))
+}
+
+// appendTraceparent appends the 55-byte traceparent value to dst.
+func (sc SpanContext) appendTraceparent(dst []byte) []byte {
+	dst = append(dst, "00-"...)
+	dst = hex.AppendEncode(dst, sc.TraceID[:])
+	dst = append(dst, '-')
+	dst = hex.AppendEncode(dst, sc.SpanID[:])
+	dst = append(dst, '-')
+	return hex.AppendEncode(dst, []byte{sc.Flags})
 }
 
 // ParseTraceparent reads a traceparent header value. Per the W3C rules it
@@ -229,6 +234,11 @@ type Span struct {
 	status    StatusCode
 	message   string
 	ended     atomic.Bool
+	// Held in the span's own allocation: room for the usual attributes,
+	// and the traceparent header value Inject puts on a request.
+	attrBuf [4]Attr
+	tpBuf   [55]byte
+	tpHdr   [1]string
 }
 
 // spanContext is the context that carries a span: one allocation for both.
@@ -269,6 +279,16 @@ func (s *Span) Context() SpanContext { return s.sc }
 // Traceparent is the header value to pass into functions and out through
 // host-API calls: this span as the parent.
 func (s *Span) Traceparent() string { return s.sc.Traceparent() }
+
+// traceparentHeader is the span's traceparent as a header value, made in the
+// span's own memory once: Inject allocates nothing.
+func (s *Span) traceparentHeader() []string {
+	if s.tpHdr[0] == "" {
+		s.sc.appendTraceparent(s.tpBuf[:0])
+		s.tpHdr[0] = unsafe.String(&s.tpBuf[0], len(s.tpBuf))
+	}
+	return s.tpHdr[:]
+}
 
 // Tracestate is the incoming tracestate, passed on unchanged.
 func (s *Span) Tracestate() string { return s.sc.State }
@@ -342,7 +362,7 @@ func Inject(ctx context.Context, h http.Header) {
 	if s == nil {
 		return
 	}
-	h.Set(HeaderTraceparent, s.Traceparent())
+	h[HeaderTraceparent] = s.traceparentHeader()
 	if s.sc.State != "" {
 		h.Set(HeaderTracestate, s.sc.State)
 	}

@@ -140,3 +140,27 @@ func BenchmarkWarmTiny(b *testing.B) {
 	}
 	reportCPU(b, start)
 }
+
+// BenchmarkColdTiny measures a cold start of a tiny non-Go reactor:
+// instantiate, first request, close.
+func BenchmarkColdTiny(b *testing.B) {
+	r := newRuntime(b)
+	tpl := prepare(b, r, runtime.Spec{}, tinyModule(nil, "nimbus_abi_version_1", "nimbus_handle!i32"))
+	req := request("GET", "/?name=Ada", nil)
+	w := &discard{h: http.Header{}}
+	ctx := context.Background()
+	b.ReportAllocs()
+	start := cpuTime()
+	for b.Loop() {
+		in, err := tpl.NewInstance(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		clear(w.h)
+		if err := in.Invoke(ctx, req, w); err != nil {
+			b.Fatal(err)
+		}
+		_ = in.Close()
+	}
+	reportCPU(b, start)
+}
