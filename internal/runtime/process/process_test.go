@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,6 +29,7 @@ import (
 
 	"github.com/nimbusfn/nimbus/internal/runtime"
 	"github.com/nimbusfn/nimbus/internal/runtime/bundle"
+	"github.com/nimbusfn/nimbus/internal/runtime/sandbox"
 )
 
 var (
@@ -162,7 +164,9 @@ func ourCgroups() []string {
 		m, _ := filepath.Glob(fmt.Sprintf(pat, os.Getpid()))
 		out = append(out, m...)
 	}
-	return out
+	// Spares made ahead for the next start are no instance's leftovers.
+	spares := sandbox.SpareCgroups()
+	return slices.DeleteFunc(out, func(d string) bool { return slices.Contains(spares, d) })
 }
 
 // closeAndCheck closes the instance and checks nothing of it is left.

@@ -21,7 +21,7 @@ import (
 
 // parentName is the Nimbus parent cgroup, created under the cgroup the server
 // itself runs in (so the server's own limits still bound its instances), and
-// removed again when this process has no instance left.
+// removed again when this process has had no instance for SpareLinger.
 const parentName = "nimbus"
 
 // cgroupSys is the cgroup hierarchy found at probe time: either one v2 parent
@@ -33,9 +33,15 @@ type cgroupSys struct {
 	detail string            // what was found, for the report
 
 	mu   sync.Mutex
-	live int // instances of this process, to remove the parent at zero
+	live int // instances of this process
+	// parents reports that the parent directories exist (made by the first
+	// instance, removed SpareLinger after the last one).
+	parents bool
+	idle    *time.Timer // removes spares and parents once idle long enough
 	// spares are fresh cgroups made ahead, off the start path, for the next
-	// instance with the same limits; they exist only while live > 0.
+	// instance with the same limits; they outlive the last instance by
+	// SpareLinger, so that a function scaled to zero starts again without
+	// making one.
 	spares    map[cgKey]*cgroup
 	refilling map[cgKey]bool
 }
@@ -61,6 +67,10 @@ const (
 	maxSpares  = 16
 	spareDelay = 100 * time.Millisecond
 )
+
+// SpareLinger is how long spares and the parent cgroup stay after the last
+// instance ended. What a killed server leaves is swept by the next one.
+var SpareLinger = 10 * time.Minute
 
 var instanceSeq atomic.Uint64
 
@@ -158,13 +168,21 @@ func (s *cgroupSys) create(cfg *Config) (*cgroup, error) {
 	defer s.refillLocked(key, *cfg)
 	if cg := s.spares[key]; cg != nil {
 		delete(s.spares, key)
+		if s.live == 0 {
+			go s.sweepStale() // as below
+		}
 		s.live++
 		return cg, nil
 	}
-	if s.live == 0 {
-		if err := s.ensureParents(); err != nil {
+	if !s.parents {
+		if err := s.ensureParents(); err != nil { // sweeps stale cgroups too
 			return nil, fmt.Errorf("sandbox: create parent cgroup: %w", err)
 		}
+		s.parents = true
+	} else if s.live == 0 {
+		// Starting again after an idle spell: what servers that died
+		// meanwhile left is swept off the start path.
+		go s.sweepStale()
 	}
 	cg, err := s.makeLocked(cfg)
 	if err != nil {
@@ -189,7 +207,7 @@ func (s *cgroupSys) refillLocked(key cgKey, cfg Config) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		delete(s.refilling, key)
-		if s.live == 0 || s.spares[key] != nil || len(s.spares) >= maxSpares {
+		if !s.parents || s.spares[key] != nil || len(s.spares) >= maxSpares {
 			return
 		}
 		if cg, err := s.makeLocked(&cfg); err == nil {
@@ -462,21 +480,56 @@ func (cg *cgroup) remove() error {
 	s.mu.Lock()
 	s.live--
 	if s.live == 0 {
-		for k, sp := range s.spares {
-			sp.rmdirs()
-			delete(s.spares, k)
-		}
-		// Leave nothing behind in the server's own cgroup; another Nimbus
-		// process still using the parent keeps it (rmdir fails: EBUSY).
-		if s.v2 != "" {
-			syscall.Rmdir(s.v2)
-		}
-		for _, d := range s.v1 {
-			syscall.Rmdir(d)
+		if s.idle == nil {
+			s.idle = time.AfterFunc(SpareLinger, s.dropIdle)
+		} else {
+			s.idle.Reset(SpareLinger)
 		}
 	}
 	s.mu.Unlock()
 	return err
+}
+
+// dropIdle removes the spares and the parents when no instance ran for
+// SpareLinger: an idle server leaves nothing in its own cgroup.
+func (s *cgroupSys) dropIdle() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.live > 0 {
+		return
+	}
+	for k, sp := range s.spares {
+		sp.rmdirs()
+		delete(s.spares, k)
+	}
+	// Another Nimbus process still using the parent keeps it (rmdir fails:
+	// EBUSY); it is made again on the next start here.
+	if s.v2 != "" {
+		syscall.Rmdir(s.v2)
+	}
+	for _, d := range s.v1 {
+		syscall.Rmdir(d)
+	}
+	s.parents = false
+}
+
+// SpareCgroups lists the directories of the spare cgroups made ahead (for
+// tests that check what instances leave behind).
+func SpareCgroups() []string {
+	pr := probed()
+	if pr.cg == nil {
+		return nil
+	}
+	s := pr.cg
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, sp := range s.spares {
+		for _, d := range sp.dirs {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 func (cg *cgroup) rmdirs() error {

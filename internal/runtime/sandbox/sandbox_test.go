@@ -490,13 +490,56 @@ func TestSpareCgroups(t *testing.T) {
 		left = slices.AppendSeq(left, maps.Values(sp.dirs))
 	}
 	s.mu.Unlock()
+	// Spares outlive the last instance by SpareLinger (for the next start
+	// from zero), then go with the parent.
+	was := SpareLinger
+	SpareLinger = 300 * time.Millisecond
+	defer func() { SpareLinger = was }()
 	assertGone(t, first, nil)
 	assertGone(t, second, nil)
 	for _, d := range left {
-		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("spare cgroup %s left after the last instance (%v)", d, err)
+		if _, err := os.Stat(d); err != nil {
+			t.Errorf("spare cgroup %s went with the last instance (%v); it should linger", d, err)
 		}
 	}
+	eventually(t, 10*time.Second, func() error {
+		for _, d := range left {
+			if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("spare cgroup %s left %s after the last instance (%v)", d, SpareLinger, err)
+			}
+		}
+		return nil
+	})
+}
+
+// TestSpareAfterZero: a start after the last instance ended (a function
+// scaled to zero) takes the spare made while it ran.
+func TestSpareAfterZero(t *testing.T) {
+	pr := probed()
+	if pr.cg == nil {
+		t.Skip("no cgroups")
+	}
+	s := pr.cg
+	dir := codeDir(t, "sleep 60\n")
+	cfg := Config{Args: []string{"./run.sh"}, Dir: dir, MemoryMB: 79, Pids: 31}
+	first := start(t, cfg)
+	var spareDirs map[string]string
+	eventually(t, 10*time.Second, func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		sp := s.spares[keyOf(&cfg)]
+		if sp == nil {
+			return errors.New("no spare made")
+		}
+		spareDirs = maps.Clone(sp.dirs)
+		return nil
+	})
+	assertGone(t, first, nil)
+	next := start(t, cfg)
+	if !maps.Equal(next.cg.dirs, spareDirs) {
+		t.Errorf("the start after zero got cgroup %v, not the spare %v", next.cg.dirs, spareDirs)
+	}
+	assertGone(t, next, nil)
 }
 
 // TestPrivateTmp: code outside the host's /tmp gets the instance's temp dir
@@ -558,8 +601,11 @@ func TestSweepStaleCgroups(t *testing.T) {
 	t.Cleanup(func() { syscall.Rmdir(stale) })
 	p := start(t, Config{Args: []string{"/bin/true"}, Dir: codeDir(t, "")})
 	waitDone(t, p)
-	if _, err := os.Stat(stale); err == nil {
-		t.Fatalf("stale cgroup %s is still there", stale)
-	}
+	eventually(t, 10*time.Second, func() error {
+		if _, err := os.Stat(stale); err == nil {
+			return fmt.Errorf("stale cgroup %s is still there", stale)
+		}
+		return nil
+	})
 	assertGone(t, p, nil)
 }
