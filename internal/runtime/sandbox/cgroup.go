@@ -513,6 +513,14 @@ func (s *cgroupSys) dropIdle() {
 	s.parents = false
 }
 
+// ReleaseIdle removes the spare cgroups and the parent now if no instance
+// of this process runs (a server stopping), rather than SpareLinger later.
+func ReleaseIdle() {
+	if pr := probed(); pr.cg != nil {
+		pr.cg.dropIdle()
+	}
+}
+
 // SpareCgroups lists the directories of the spare cgroups made ahead (for
 // tests that check what instances leave behind).
 func SpareCgroups() []string {

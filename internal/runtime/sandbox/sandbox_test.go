@@ -540,6 +540,11 @@ func TestSpareAfterZero(t *testing.T) {
 		t.Errorf("the start after zero got cgroup %v, not the spare %v", next.cg.dirs, spareDirs)
 	}
 	assertGone(t, next, nil)
+	// A stopping server releases what lingers at once.
+	ReleaseIdle()
+	if left := SpareCgroups(); len(left) > 0 {
+		t.Errorf("spares left after ReleaseIdle: %v", left)
+	}
 }
 
 // TestPrivateTmp: code outside the host's /tmp gets the instance's temp dir
