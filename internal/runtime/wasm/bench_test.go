@@ -57,23 +57,7 @@ func BenchmarkWarmInvoke(b *testing.B) {
 func BenchmarkColdInstance(b *testing.B) {
 	r := newRuntime(b)
 	tpl := prepare(b, r, runtime.Spec{Function: "hello"}, helloMod.get(b))
-	req := request("GET", "/?name=Ada", nil)
-	w := &discard{h: http.Header{}}
-	ctx := context.Background()
-	b.ReportAllocs()
-	start := cpuTime()
-	for b.Loop() {
-		in, err := tpl.NewInstance(ctx)
-		if err != nil {
-			b.Fatal(err)
-		}
-		clear(w.h)
-		if err := in.Invoke(ctx, req, w); err != nil {
-			b.Fatal(err)
-		}
-		_ = in.Close()
-	}
-	reportCPU(b, start)
+	benchCold(b, tpl)
 }
 
 // BenchmarkColdSnapshot measures a cold start of examples/hello from its
@@ -84,23 +68,7 @@ func BenchmarkColdSnapshot(b *testing.B) {
 	if !isSnapshot(tpl) {
 		b.Fatal("no snapshot")
 	}
-	req := request("GET", "/?name=Ada", nil)
-	w := &discard{h: http.Header{}}
-	ctx := context.Background()
-	b.ReportAllocs()
-	start := cpuTime()
-	for b.Loop() {
-		in, err := tpl.NewInstance(ctx)
-		if err != nil {
-			b.Fatal(err)
-		}
-		clear(w.h)
-		if err := in.Invoke(ctx, req, w); err != nil {
-			b.Fatal(err)
-		}
-		_ = in.Close()
-	}
-	reportCPU(b, start)
+	benchCold(b, tpl)
 }
 
 // BenchmarkColdTinyCGI measures a fresh instance of a tiny (non-Go) command
@@ -146,6 +114,12 @@ func BenchmarkWarmTiny(b *testing.B) {
 func BenchmarkColdTiny(b *testing.B) {
 	r := newRuntime(b)
 	tpl := prepare(b, r, runtime.Spec{}, tinyModule(nil, "nimbus_abi_version_1", "nimbus_handle!i32"))
+	benchCold(b, tpl)
+}
+
+// benchCold measures instances of tpl that each serve one request:
+// instantiate, first request, close.
+func benchCold(b *testing.B, tpl runtime.Template) {
 	req := request("GET", "/?name=Ada", nil)
 	w := &discard{h: http.Header{}}
 	ctx := context.Background()
