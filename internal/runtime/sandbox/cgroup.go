@@ -166,11 +166,13 @@ func (s *cgroupSys) create(cfg *Config) (*cgroup, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	defer s.refillLocked(key, *cfg)
+	if s.live == 0 && s.parents {
+		// Starting again after an idle spell: what servers that died
+		// meanwhile left is swept off the start path.
+		go s.sweepStale()
+	}
 	if cg := s.spares[key]; cg != nil {
 		delete(s.spares, key)
-		if s.live == 0 {
-			go s.sweepStale() // as below
-		}
 		s.live++
 		return cg, nil
 	}
@@ -179,10 +181,6 @@ func (s *cgroupSys) create(cfg *Config) (*cgroup, error) {
 			return nil, fmt.Errorf("sandbox: create parent cgroup: %w", err)
 		}
 		s.parents = true
-	} else if s.live == 0 {
-		// Starting again after an idle spell: what servers that died
-		// meanwhile left is swept off the start path.
-		go s.sweepStale()
 	}
 	cg, err := s.makeLocked(cfg)
 	if err != nil {

@@ -448,7 +448,8 @@ func TestRlimits(t *testing.T) {
 }
 
 // TestSpareCgroups checks that a start takes the cgroup made ahead for its
-// limits, and that no spare outlives the last instance.
+// limits, and that no spare outlives the last instance by more than
+// SpareLinger.
 func TestSpareCgroups(t *testing.T) {
 	pr := probed()
 	if pr.cg == nil {
@@ -458,16 +459,7 @@ func TestSpareCgroups(t *testing.T) {
 	dir := codeDir(t, "sleep 60\n")
 	cfg := Config{Args: []string{"./run.sh"}, Dir: dir, MemoryMB: 77, Pids: 33}
 	first := start(t, cfg)
-	var spare *cgroup
-	eventually(t, 10*time.Second, func() error {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if spare = s.spares[keyOf(&cfg)]; spare == nil {
-			return errors.New("no spare made")
-		}
-		return nil
-	})
-	spareDirs := maps.Clone(spare.dirs)
+	spareDirs := waitSpare(t, s, cfg)
 	if got := readString(filepath.Join(spareDirs["pids"], "pids.max")); spareDirs["pids"] != "" && got != "33" {
 		t.Errorf("spare pids.max = %q", got)
 	}
@@ -512,6 +504,24 @@ func TestSpareCgroups(t *testing.T) {
 	})
 }
 
+// waitSpare waits until a spare cgroup for cfg's limits is made and returns
+// its directories.
+func waitSpare(t *testing.T, s *cgroupSys, cfg Config) map[string]string {
+	t.Helper()
+	var dirs map[string]string
+	eventually(t, 10*time.Second, func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		sp := s.spares[keyOf(&cfg)]
+		if sp == nil {
+			return errors.New("no spare made")
+		}
+		dirs = maps.Clone(sp.dirs)
+		return nil
+	})
+	return dirs
+}
+
 // TestSpareAfterZero: a start after the last instance ended (a function
 // scaled to zero) takes the spare made while it ran.
 func TestSpareAfterZero(t *testing.T) {
@@ -523,17 +533,7 @@ func TestSpareAfterZero(t *testing.T) {
 	dir := codeDir(t, "sleep 60\n")
 	cfg := Config{Args: []string{"./run.sh"}, Dir: dir, MemoryMB: 79, Pids: 31}
 	first := start(t, cfg)
-	var spareDirs map[string]string
-	eventually(t, 10*time.Second, func() error {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		sp := s.spares[keyOf(&cfg)]
-		if sp == nil {
-			return errors.New("no spare made")
-		}
-		spareDirs = maps.Clone(sp.dirs)
-		return nil
-	})
+	spareDirs := waitSpare(t, s, cfg)
 	assertGone(t, first, nil)
 	next := start(t, cfg)
 	if !maps.Equal(next.cg.dirs, spareDirs) {
