@@ -181,6 +181,7 @@ func (t *Tracer) StartSpan(ctx context.Context, name string, parent string, attr
 		}
 	}
 	s.sc.SpanID = newSpanID()
+	s.setTraceparentHeader()
 	if exporting && s.sc.Sampled() {
 		s.tracer, s.recording = t, true
 		s.name, s.kind, s.start = name, KindInternal, time.Now()

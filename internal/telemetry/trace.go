@@ -278,16 +278,14 @@ func (s *Span) Context() SpanContext { return s.sc }
 
 // Traceparent is the header value to pass into functions and out through
 // host-API calls: this span as the parent.
-func (s *Span) Traceparent() string { return s.sc.Traceparent() }
+func (s *Span) Traceparent() string { return s.tpHdr[0] }
 
-// traceparentHeader is the span's traceparent as a header value, made in the
-// span's own memory once: Inject allocates nothing.
-func (s *Span) traceparentHeader() []string {
-	if s.tpHdr[0] == "" {
-		s.sc.appendTraceparent(s.tpBuf[:0])
-		s.tpHdr[0] = unsafe.String(&s.tpBuf[0], len(s.tpBuf))
-	}
-	return s.tpHdr[:]
+// setTraceparentHeader makes the span's traceparent header value in the
+// span's own memory, once its ids are set (StartSpan): Inject then
+// allocates nothing, and concurrent Injects only read it.
+func (s *Span) setTraceparentHeader() {
+	s.sc.appendTraceparent(s.tpBuf[:0])
+	s.tpHdr[0] = unsafe.String(&s.tpBuf[0], len(s.tpBuf))
 }
 
 // Tracestate is the incoming tracestate, passed on unchanged.
@@ -362,7 +360,7 @@ func Inject(ctx context.Context, h http.Header) {
 	if s == nil {
 		return
 	}
-	h[HeaderTraceparent] = s.traceparentHeader()
+	h[HeaderTraceparent] = s.tpHdr[:]
 	if s.sc.State != "" {
 		h.Set(HeaderTracestate, s.sc.State)
 	}
