@@ -559,7 +559,8 @@ var imageIDs atomic.Uint64
 // same module without data segments, and the memory image those segments
 // build. An instance of the split module whose memory already holds the
 // image starts in the same state as one of the original module, without
-// evaluating any segment.
+// evaluating any segment. Where it can, it also replaces the function
+// table with code (withoutTable), so that no element is evaluated either.
 func splitSnapshot(code []byte) ([]byte, *memImage, error) {
 	m, err := analyseForSnapshot(code)
 	if err != nil {
@@ -589,6 +590,9 @@ func splitSnapshot(code []byte) ([]byte, *memImage, error) {
 			continue
 		}
 		secs = append(secs, s)
+	}
+	if secs, _, err = withoutTable(secs); err != nil {
+		return nil, nil, err
 	}
 	return joinSections(secs), img, nil
 }
