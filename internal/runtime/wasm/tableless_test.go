@@ -34,10 +34,10 @@ func tableModule(extraExports ...[]byte) []byte {
 	))
 	body := func(code ...byte) []byte { return append(leb(uint32(len(code)+1)), append([]byte{0}, code...)...) }
 	code := section(10, vec(
-		body(0x20, 0, 0x41, 2, 0x6c, 0x0b),                              // 1 double: x*2
-		body(0x20, 0, 0x20, 1, 0x6a, 0x0b),                              // 2 sum: a+b
-		body(0x41, 0, 0x20, 0, 0x6b, 0x0b),                              // 3 neg: 0-x
-		body(0x20, 1, 0x20, 0, 0x11, 0, 0, 0x0b),                        // 4 callA(idx, x)
+		body(0x20, 0, 0x41, 2, 0x6c, 0x0b),                               // 1 double: x*2
+		body(0x20, 0, 0x20, 1, 0x6a, 0x0b),                               // 2 sum: a+b
+		body(0x41, 0, 0x20, 0, 0x6b, 0x0b),                               // 3 neg: 0-x
+		body(0x20, 1, 0x20, 0, 0x11, 0, 0, 0x0b),                         // 4 callA(idx, x)
 		body(0x20, 1, 0x20, 2, 0x20, 0, 0x11, 1, 0, 0x41, 1, 0x6a, 0x0b), // 5 callB(idx, a, b) + 1
 	))
 	return cat([]byte("\x00asm\x01\x00\x00\x00"), types, imports, funcs, table, exports, elems, code)
