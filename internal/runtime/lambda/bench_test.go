@@ -22,11 +22,17 @@ import (
 //   - bare:      a tiny Go HTTP server started with os/exec, answering one
 //     request on a listener it inherits (no polling: the request waits in the
 //     kernel's accept queue) — the floor for any process runtime;
+//
 //   - golambda-exec: the aws-lambda-go bootstrap started with os/exec against
 //     this package's Runtime API server, without the sandbox;
+//
 //   - golambda-sandbox: the same, started by the sandbox package;
+//
 //   - nimbus:    the same bootstrap through Template.NewInstance + Invoke, as
 //     the invoker drives it (sandbox, environment, Runtime API, event).
+//
+//   - nimbus-spare: the same, with the template's spare (made ahead, held
+//     before its first instruction) ready, as for a function back from zero.
 //
 // Each reports its median as ms-p50 besides the mean ns/op. Run with
 // go test -run '^$' -bench ColdStart -benchtime 40x ./internal/runtime/lambda/
@@ -53,18 +59,50 @@ func BenchmarkColdStart(b *testing.B) {
 		}
 		reportP50(b, samples)
 	})
-	b.Run("nimbus", func(b *testing.B) {
-		rt := New(Config{CacheDir: b.TempDir(), Logger: slog.New(slog.DiscardHandler)})
-		tpl, err := rt.Prepare(context.Background(), testSpec(runtime.Lambda, "bench", nil), readFile(b, goLambdaPath))
-		if err != nil {
-			b.Fatal(err)
+	for _, spare := range []bool{false, true} {
+		name := "nimbus"
+		if spare {
+			name = "nimbus-spare"
 		}
-		samples := make([]time.Duration, 0, b.N)
-		for b.Loop() {
-			samples = append(samples, nimbusColdStart(b, tpl))
+		b.Run(name, func(b *testing.B) {
+			rt := New(Config{CacheDir: b.TempDir(), Logger: slog.New(slog.DiscardHandler)})
+			rt.noSpares.Store(!spare)
+			tpl, err := rt.Prepare(context.Background(), testSpec(runtime.Lambda, "bench", nil), readFile(b, goLambdaPath))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer tpl.Close()
+			samples := make([]time.Duration, 0, b.N)
+			for b.Loop() {
+				if spare {
+					// A function back from zero: its spare was made meanwhile.
+					b.StopTimer()
+					waitSpare(b, tpl.(*template))
+					b.StartTimer()
+				}
+				samples = append(samples, nimbusColdStart(b, tpl))
+			}
+			reportP50(b, samples)
+		})
+	}
+}
+
+// waitSpare waits until t holds a spare instance.
+func waitSpare(tb testing.TB, t *template) {
+	tb.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		t.spares.mu.Lock()
+		ok := t.spares.in != nil
+		t.spares.mu.Unlock()
+		if ok {
+			return
 		}
-		reportP50(b, samples)
-	})
+		if time.Now().After(deadline) {
+			tb.Fatal("no spare instance was made")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func reportP50(b *testing.B, samples []time.Duration) {

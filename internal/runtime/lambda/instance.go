@@ -32,8 +32,31 @@ var _ runtime.Instance = (*instance)(nil)
 
 // NewInstance starts the bootstrap and waits until it asks for its first
 // event. A bootstrap that exits, reports /init/error or does not ask in time
-// fails with StartFailed, and nothing of it is left running.
-func (t *template) NewInstance(ctx context.Context) (runtime.Instance, error) {
+// fails with StartFailed, and nothing of it is left running. The template's
+// spare, when it has one, is let go instead of starting a process, and a
+// successful start makes the next spare (see spare.go).
+func (t *template) NewInstance(ctx context.Context) (inst runtime.Instance, err error) {
+	defer func() {
+		if err == nil {
+			t.refillLater() // a function that fails to start gets no spare
+		}
+	}()
+	if in := t.takeSpare(ctx); in != nil {
+		if err := in.p.Run(); err == nil {
+			return t.await(ctx, in)
+		}
+		_ = in.Close() // gone while held: start afresh
+	}
+	in, err := t.launch(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	return t.await(ctx, in)
+}
+
+// launch starts an instance's Runtime API server and process; held leaves
+// the process stopped before its first instruction.
+func (t *template) launch(ctx context.Context, held bool) (*instance, error) {
 	api, err := newAPIServer(t.rt.log)
 	if err != nil {
 		return nil, fmt.Errorf("function %s: runtime API listener: %w", t.spec.Function, err)
@@ -52,20 +75,25 @@ func (t *template) NewInstance(ctx context.Context) (runtime.Instance, error) {
 		Pids:     t.rt.cfg.Pids,
 		Stdout:   in.stdout,
 		Stderr:   in.stderr,
+		Held:     held,
 	})
 	if err != nil {
 		api.close()
 		return nil, &runtime.Error{Kind: runtime.StartFailed, Err: err,
 			Message: fmt.Sprintf("function %s: starting %s", t.spec.Function, t.what())}
 	}
+	return in, nil
+}
 
+// await waits until in's bootstrap asks for its first event.
+func (t *template) await(ctx context.Context, in *instance) (runtime.Instance, error) {
 	timer := time.NewTimer(t.rt.cfg.StartTimeout)
 	defer timer.Stop()
 	var fail *runtime.Error
 	select {
-	case <-api.ready:
+	case <-in.api.ready:
 		return in, nil
-	case doc := <-api.initErr:
+	case doc := <-in.api.initErr:
 		fail = runtime.Errorf(runtime.StartFailed, "function %s failed to initialise: %s", t.spec.Function, describe(doc))
 	case <-in.p.Done():
 		fail = runtime.Errorf(runtime.StartFailed, "function %s: %s exited before asking for an event (%s)%s",

@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nimbusfn/nimbus/internal/runtime"
@@ -56,6 +57,10 @@ type Runtime struct {
 	// codeRoot is where code and bootstraps are unpacked: a directory the
 	// sandbox user can reach.
 	codeRoot func() (string, error)
+	// spares counts the templates' spare instances (see spare.go);
+	// noSpares is set once processes turned out not to be holdable.
+	spares   atomic.Int32
+	noSpares atomic.Bool
 }
 
 var _ runtime.Runtime = (*Runtime)(nil)
@@ -137,6 +142,11 @@ func (rt *Runtime) Prepare(ctx context.Context, spec *runtime.Spec, code []byte)
 	default:
 		return nil, fmt.Errorf("lambda runtime cannot run runtime %q", s.Runtime)
 	}
+	// The first spare: reserved now, so that a request arriving while it
+	// is made waits for it rather than starting another process.
+	if done := t.reserveSpare(); done != nil {
+		go t.buildSpare(done)
+	}
 	return t, nil
 }
 
@@ -165,6 +175,7 @@ type template struct {
 	args    []string
 	execEnv string
 	handler string
+	spares  spares
 }
 
 // env is the environment of one instance: the function's own variables, then
@@ -217,6 +228,9 @@ func (t *template) env(apiAddr string, instanceID string) []string {
 	return out
 }
 
-// Close releases nothing: unpacked code stays cached by digest for the next
-// deploy of the same code.
-func (t *template) Close() error { return nil }
+// Close kills the template's spare. Unpacked code stays cached by digest
+// for the next deploy of the same code.
+func (t *template) Close() error {
+	t.closeSpares()
+	return nil
+}

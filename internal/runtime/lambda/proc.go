@@ -18,6 +18,9 @@ type procConfig struct {
 	CPUs     float64
 	Stdout   io.Writer
 	Stderr   io.Writer
+	// Held starts the process stopped before its first instruction, until
+	// Run (see sandbox.Config.Held).
+	Held bool
 }
 
 // proc is a started bootstrap process and everything it spawned.
@@ -29,6 +32,10 @@ type proc interface {
 	ExitErr() error
 	// Kill stops the process and all its descendants, and waits for them.
 	Kill() error
+	// Run lets a held process go; it does nothing for one that runs.
+	Run() error
+	// Held reports whether the process is held, not yet run.
+	Held() bool
 }
 
 // startProc starts a bootstrap process in the sandbox: its own cgroup,
@@ -44,6 +51,7 @@ func startProc(ctx context.Context, cfg procConfig) (proc, error) {
 		CPUs:     cfg.CPUs,
 		Stdout:   cfg.Stdout,
 		Stderr:   cfg.Stderr,
+		Held:     cfg.Held,
 	})
 	if err != nil {
 		return nil, err

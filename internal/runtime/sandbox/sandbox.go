@@ -44,6 +44,11 @@ type Config struct {
 	CPUs float64
 	// Stdout and Stderr receive the process's output (nil = discarded).
 	Stdout, Stderr io.Writer
+	// Held leaves the process stopped before its first instruction, every
+	// layer set up, until Process.Run lets it go: the start's cost is paid
+	// ahead and no code of it runs meanwhile. Without ptrace (see Probe)
+	// the process runs at once and Run does nothing.
+	Held bool
 }
 
 // DefaultPath is the PATH used to find Args[0] when Env has none.
@@ -69,6 +74,12 @@ type Process struct {
 
 	killOnce sync.Once
 	killErr  error
+
+	// held: stopped at exec, traced by the spawner sp, until Run; the
+	// process is waited for only once it runs (or is killed).
+	held     atomic.Bool
+	sp       *spawner
+	waitOnce sync.Once
 }
 
 // ExitError says why a sandboxed process ended.
@@ -139,8 +150,31 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 		os.RemoveAll(p.tmp)
 		return nil, err
 	}
-	go p.wait()
+	if !p.held.Load() {
+		p.waitOnce.Do(func() { go p.wait() })
+	}
 	return p, nil
+}
+
+// Held reports whether the process is held: set up, stopped before its
+// first instruction, waiting for Run.
+func (p *Process) Held() bool { return p.held.Load() }
+
+// Run lets a held process go (Config.Held). It does nothing for a process
+// that is not held. A held process that can no longer run (it was killed)
+// is cleaned up, and Run returns the reason.
+func (p *Process) Run() error {
+	if !p.held.CompareAndSwap(true, false) {
+		return nil
+	}
+	var err error
+	p.sp.do(func() { err = syscall.PtraceDetach(p.pid) })
+	p.waitOnce.Do(func() { go p.wait() })
+	if err != nil {
+		_ = p.Kill()
+		return fmt.Errorf("sandbox: let process %d run: %w", p.pid, err)
+	}
+	return nil
 }
 
 func (p *Process) start(cfg *Config, pr probeResult, path string, dirf *os.File) error {
@@ -266,8 +300,8 @@ func (p *Process) start(cfg *Config, pr probeResult, path string, dirf *os.File)
 // binary with no re-exec shim, whose Go start-up would cost milliseconds per
 // cold start.
 func (p *Process) startTraced(cfg *Config, pr probeResult) (err error) {
-	onSpawner(func() (retire bool) {
-		retire, err = p.startOnSpawner(cfg, pr)
+	onSpawner(func(sp *spawner) (retire bool) {
+		retire, err = p.startOnSpawner(cfg, pr, sp)
 		return retire
 	})
 	return err
@@ -275,7 +309,7 @@ func (p *Process) startTraced(cfg *Config, pr probeResult) (err error) {
 
 // startOnSpawner is startTraced on a spawner thread (see spawner.go). It
 // reports retire when the thread must serve no further start.
-func (p *Process) startOnSpawner(cfg *Config, pr probeResult) (retire bool, err error) {
+func (p *Process) startOnSpawner(cfg *Config, pr probeResult, sp *spawner) (retire bool, err error) {
 	traced := p.cmd.SysProcAttr.Ptrace
 	p.born = false
 	if !traced && p.cg != nil && p.cg.sys.v2 == "" {
@@ -301,6 +335,11 @@ func (p *Process) startOnSpawner(cfg *Config, pr probeResult) (retire bool, err 
 	if err := p.setup(cfg, pr, traced); err != nil {
 		// Killed while still stopped: it never runs half set up.
 		return fail(err)
+	}
+	if traced && cfg.Held {
+		p.sp = sp
+		p.held.Store(true)
+		return false, nil
 	}
 	if traced {
 		if err := syscall.PtraceDetach(p.pid); err != nil {
@@ -487,6 +526,11 @@ func (p *Process) Kill() error {
 
 func (p *Process) kill() error {
 	p.killed.Store(true)
+	if p.held.CompareAndSwap(true, false) {
+		// Never ran: killed where it stopped, then waited for.
+		p.cmd.Process.Kill()
+		p.waitOnce.Do(func() { go p.wait() })
+	}
 	select {
 	case <-p.done:
 	default:

@@ -614,3 +614,48 @@ func TestSweepStaleCgroups(t *testing.T) {
 	})
 	assertGone(t, p, nil)
 }
+
+// A held process is set up but runs no code until Run; one killed while
+// held leaves nothing behind.
+func TestHeld(t *testing.T) {
+	dir := codeDir(t, "echo ran\n")
+	var out syncBuf
+	p := start(t, Config{Args: []string{"./run.sh"}, Dir: dir, Env: []string{"PATH=/usr/bin:/bin"}, Stdout: &out, Held: true})
+	if !p.held.Load() {
+		t.Skip("the process was not held (ptrace refused)")
+	}
+	// Stopped at exec: traced, never scheduled, no output.
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if state := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))[0]; state != "t" {
+		t.Fatalf("held process is in state %s, want t (traced, stopped)", state)
+	}
+	select {
+	case <-p.Done():
+		t.Fatal("held process ended")
+	case <-time.After(100 * time.Millisecond):
+	}
+	if out.String() != "" {
+		t.Fatalf("held process wrote %q", out.String())
+	}
+	if err := p.Run(); err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, p)
+	var ee *ExitError
+	if !errors.As(p.ExitErr(), &ee) || ee.Code != 0 || !strings.Contains(out.String(), "ran") {
+		t.Fatalf("after Run: exit %v, output %q", p.ExitErr(), out.String())
+	}
+	if err := p.Run(); err != nil {
+		t.Fatalf("second Run: %v", err)
+	}
+
+	// Killed while held.
+	q := start(t, Config{Args: []string{"./run.sh"}, Dir: dir, Env: []string{"PATH=/usr/bin:/bin"}, Held: true})
+	assertGone(t, q, nil)
+	if err := q.Run(); err != nil {
+		t.Fatalf("Run after Kill: %v", err)
+	}
+}

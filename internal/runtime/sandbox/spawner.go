@@ -20,13 +20,21 @@ import (
 //
 // Spawners are added when all are busy, up to maxSpawners; beyond that a
 // start waits for one. A spawner that could not leave an instance's cgroup
-// (startInCgroup) retires: it stays locked and parked, since ending its
-// thread would kill the instance it forked, and a new one takes its place.
+// (startInCgroup) retires: it stays locked and takes no further starts,
+// since ending its thread would kill the instance it forked, and a new one
+// takes its place. Every spawner, retired or not, still runs the jobs sent
+// to it alone (spawner.do): letting a held process go (Process.Run) must be
+// done by the thread that traced it.
 const maxSpawners = 8
 
 type spawnJob struct {
-	fn   func() (retire bool)
+	fn   func(sp *spawner) (retire bool)
 	done chan struct{}
+}
+
+// spawner is one spawner thread.
+type spawner struct {
+	own chan spawnJob // jobs for this thread only
 }
 
 var (
@@ -35,7 +43,7 @@ var (
 )
 
 // onSpawner runs fn on a spawner thread and waits for it.
-func onSpawner(fn func() (retire bool)) {
+func onSpawner(fn func(sp *spawner) (retire bool)) {
 	job := spawnJob{fn: fn, done: make(chan struct{})}
 	select {
 	case spawnJobs <- job: // an idle spawner took it
@@ -50,14 +58,32 @@ func onSpawner(fn func() (retire bool)) {
 	<-job.done
 }
 
+// do runs fn on sp's thread and waits for it.
+func (sp *spawner) do(fn func()) {
+	job := spawnJob{fn: func(*spawner) bool { fn(); return false }, done: make(chan struct{})}
+	sp.own <- job
+	<-job.done
+}
+
 func spawnerLoop() {
 	goruntime.LockOSThread() // never unlocked: see above
-	for job := range spawnJobs {
-		retire := job.fn()
+	sp := &spawner{own: make(chan spawnJob)}
+	for {
+		var job spawnJob
+		select {
+		case job = <-spawnJobs:
+		case job = <-sp.own:
+		}
+		retire := job.fn(sp)
 		close(job.done)
 		if retire {
 			spawners.Add(-1)
-			select {} // keep the thread, and what it forked, alive
+			// Keep the thread, and what it forked, alive; serve only
+			// this thread's own jobs.
+			for job := range sp.own {
+				job.fn(sp)
+				close(job.done)
+			}
 		}
 	}
 }

@@ -1,0 +1,124 @@
+package lambda
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nimbusfn/nimbus/internal/runtime"
+)
+
+// procState is the state letter of a process (R, S, t, Z, …).
+func procState(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))[0]
+}
+
+func spareOf(t *template) *instance {
+	t.spares.mu.Lock()
+	defer t.spares.mu.Unlock()
+	return t.spares.in
+}
+
+// A prepared template holds a spare whose process has not run; a cold
+// start takes it and answers, the next spare follows, and Close leaves no
+// process behind.
+func TestSpareInstances(t *testing.T) {
+	needBuilds(t)
+	rt := newTestRuntime(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tpl, err := rt.Prepare(ctx, testSpec(runtime.Lambda, "sparefn", nil), readFile(t, goLambdaPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tt := tpl.(*template)
+	waitSpare(t, tt)
+	spare := spareOf(tt)
+	if !spare.p.Held() {
+		t.Skip("processes cannot be held here (no ptrace)")
+	}
+	if st := procState(t, spare.p.Pid()); st != "t" {
+		t.Fatalf("spare process is in state %s, want t (stopped before its first instruction)", st)
+	}
+	if rt.SpareCount() != 1 {
+		t.Fatalf("SpareCount = %d, want 1", rt.SpareCount())
+	}
+
+	inst, err := tpl.NewInstance(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inst.(*instance) != spare {
+		t.Fatal("the cold start did not take the spare")
+	}
+	w := httptest.NewRecorder()
+	req := &runtime.Request{InvocationID: "spare-1", Raw: true, Header: http.Header{},
+		Body: strings.NewReader(`{"op":"add","a":1,"b":2}`), ContentLength: -1}
+	if err := inst.Invoke(ctx, req, w); err != nil || w.Body.String() != `{"sum":3}` {
+		t.Fatalf("spare answered %q, %v", w.Body, err)
+	}
+	waitSpare(t, tt)
+	next := spareOf(tt)
+	if next == spare {
+		t.Fatal("the spare taken is still the template's spare")
+	}
+	_ = inst.Close()
+	waitGone(t, spare)
+
+	_ = tpl.Close()
+	waitGone(t, next)
+	if rt.SpareCount() != 0 {
+		t.Fatalf("SpareCount = %d after Close, want 0", rt.SpareCount())
+	}
+	// A closed template makes no spare, even after a start.
+	if in, err := tpl.NewInstance(ctx); err == nil {
+		_ = in.Close()
+	}
+	time.Sleep(3 * spareDelay)
+	if spareOf(tt) != nil || rt.SpareCount() != 0 {
+		t.Fatal("a closed template made a spare")
+	}
+}
+
+// At most MaxSpares spares exist, and one unused for SpareLinger is killed.
+func TestSpareLimitAndLinger(t *testing.T) {
+	needBuilds(t)
+	defer func(n int, d time.Duration) { MaxSpares, SpareLinger = n, d }(MaxSpares, SpareLinger)
+	MaxSpares, SpareLinger = 1, 2*time.Second
+	rt := newTestRuntime(t)
+	ctx := context.Background()
+	a, err := rt.Prepare(ctx, testSpec(runtime.Lambda, "spare-a", nil), readFile(t, goLambdaPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	waitSpare(t, a.(*template))
+	spare := spareOf(a.(*template))
+	b, err := rt.Prepare(ctx, testSpec(runtime.Lambda, "spare-b", nil), readFile(t, goLambdaPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	time.Sleep(3 * spareDelay)
+	if spareOf(b.(*template)) != nil || rt.SpareCount() != 1 {
+		t.Fatalf("a second spare beyond MaxSpares 1 (count %d)", rt.SpareCount())
+	}
+	eventually(t, 10*time.Second, func() error {
+		if spareOf(a.(*template)) != nil || rt.SpareCount() != 0 {
+			return fmt.Errorf("spare still there after SpareLinger")
+		}
+		return nil
+	})
+	waitGone(t, spare)
+}
