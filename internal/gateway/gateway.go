@@ -16,6 +16,7 @@ import (
 	"github.com/nimbusfn/nimbus/internal/registry"
 	"github.com/nimbusfn/nimbus/internal/runtime"
 	"github.com/nimbusfn/nimbus/internal/telemetry"
+	"github.com/nimbusfn/nimbus/internal/tenant"
 )
 
 // DefaultMaxBody is the synchronous payload limit (6 MB, as AWS Lambda).
@@ -35,13 +36,26 @@ type Config struct {
 	MaxBody int64
 	// Tenant returns the tenant a request addresses: pathTenant when the URL
 	// names one (/t/{tenant}/fn/…), else the caller's (default "default").
-	// An error (a bad API key) is answered as is.
-	Tenant func(r *http.Request, pathTenant string) (string, error)
+	// An error (a bad API key) is answered as is. The gateway passes the
+	// request's own *Caller to Tenant and then to Authorize; other callers
+	// of the same functions pass nil.
+	Tenant func(r *http.Request, pathTenant string, c *Caller) (string, error)
 	// Authorize checks the caller against the function's auth mode; nil = public.
-	Authorize func(r *http.Request, tenant string, v *registry.Version) error
+	Authorize func(r *http.Request, tenant string, v *registry.Version, c *Caller) error
 	// Tracer, when set, records a server span per invocation; the function
 	// sees the span's traceparent either way.
 	Tracer *telemetry.Tracer
+}
+
+// Caller is what the Tenant hook learned of a request's API key, kept for
+// Authorize in the request's own state: one key check per request.
+type Caller struct {
+	// Checked is set once Key was checked: Principal is then its principal
+	// (the key's own, read only), or Err says why it was refused.
+	Checked   bool
+	Key       string
+	Principal *tenant.Principal
+	Err       error
 }
 
 // Gateway serves /fn/….
@@ -97,10 +111,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, apierr.New(apierr.FunctionNotFound, "no function at %q: function URLs are [/t/TENANT]/fn/NAME[@VERSION|@ALIAS][/PATH]", r.URL.Path))
 		return
 	}
+	// What one invocation needs, in one allocation.
+	c := &call{body: limitedBody{r: r.Body, left: g.cfg.MaxBody}}
 	tenant := pathTenant
 	if g.cfg.Tenant != nil {
 		var err error
-		if tenant, err = g.cfg.Tenant(r, pathTenant); err != nil {
+		if tenant, err = g.cfg.Tenant(r, pathTenant, &c.caller); err != nil {
 			apierr.Write(w, err)
 			return
 		}
@@ -114,7 +130,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			apierr.Write(w, err)
 			return
 		}
-		if err := g.cfg.Authorize(r, tenant, v); err != nil {
+		if err := g.cfg.Authorize(r, tenant, v, &c.caller); err != nil {
 			apierr.Write(w, err)
 			return
 		}
@@ -123,8 +139,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, tooLarge(g.cfg.MaxBody))
 		return
 	}
-	// What one invocation needs, in one allocation.
-	c := &call{body: limitedBody{r: r.Body, left: g.cfg.MaxBody}}
 	body, req := &c.body, &c.req
 	*req = runtime.Request{
 		InvocationID: nuid.Next(), Method: r.Method, ScriptName: script,
@@ -167,10 +181,11 @@ const invocationIDHeader = "X-Nimbus-Invocation-Id"
 
 // call is the gateway's per-invocation state.
 type call struct {
-	req  runtime.Request
-	body limitedBody
-	id   [1]string // the response header's value
-	inv  invoke.Call
+	req    runtime.Request
+	body   limitedBody
+	id     [1]string // the response header's value
+	inv    invoke.Call
+	caller Caller // the hooks' state
 }
 
 func tooLarge(limit int64) error {

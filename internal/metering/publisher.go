@@ -93,6 +93,10 @@ type Publisher struct {
 
 	published, dropped, failed atomic.Uint64
 
+	// free holds batch buffers whose messages the stream acknowledged, for
+	// the next batches: a batch's buffer is otherwise grown anew each time.
+	free chan []byte
+
 	mu     sync.Mutex
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -116,7 +120,8 @@ func NewPublisher(cfg PublisherConfig) *Publisher {
 	if lg == nil {
 		lg = slog.Default()
 	}
-	return &Publisher{cfg: cfg, log: lg.With("component", "metering"), ch: make(chan Record, cfg.Buffer), full: make(chan struct{}, 1), batchID: nuid.Next()}
+	return &Publisher{cfg: cfg, log: lg.With("component", "metering"), ch: make(chan Record, cfg.Buffer), full: make(chan struct{}, 1), batchID: nuid.Next(),
+		free: make(chan []byte, maxInFlight+1)}
 }
 
 // Start ensures the invocations stream and starts the publishing goroutine.
@@ -182,12 +187,16 @@ func (p *Publisher) Record(rec *Record) {
 	}
 }
 
-// batch is the message being filled for one subject.
+// batch is the message being filled for one tenant's function.
 type batch struct {
 	subject string
 	buf     []byte
+	enc     recordEncoder
 	n       int
 }
+
+// batchKey names a batch without making its subject per record.
+type batchKey struct{ tenant, function string }
 
 // inflight is a batch message waiting for its acknowledgement.
 type inflight struct {
@@ -203,25 +212,26 @@ func (p *Publisher) run(ctx context.Context, done chan struct{}) {
 	go func() { defer close(acked); p.waitAcks(acks) }()
 	defer func() { close(acks); <-acked }()
 
-	batches := map[string]*batch{} // by subject; usually one or a few
+	batches := map[batchKey]*batch{} // usually one or a few
 	add := func(r *Record) {
 		if r.Node == "" {
 			r.Node = p.cfg.Node
 		}
-		if !registry.ValidName(r.Tenant) || !registry.ValidName(r.Function) {
-			p.failed.Add(1)
-			return
-		}
-		subject := bus.Subject(bus.SubjectInvocations, r.Tenant, r.Function)
-		b := batches[subject]
+		key := batchKey{r.Tenant, r.Function}
+		b := batches[key]
 		if b == nil {
-			b = &batch{subject: subject, buf: appendBatchHeader(make([]byte, 0, 4096), r.Tenant, r.Function)}
-			batches[subject] = b
+			// Names are checked once per batch: a batch exists only for valid ones.
+			if !registry.ValidName(r.Tenant) || !registry.ValidName(r.Function) {
+				p.failed.Add(1)
+				return
+			}
+			b = &batch{subject: bus.Subject(bus.SubjectInvocations, r.Tenant, r.Function), buf: appendBatchHeader(p.buffer(), r.Tenant, r.Function)}
+			batches[key] = b
 		}
-		b.buf = appendRecord(b.buf, r)
+		b.buf = b.enc.append(b.buf, r)
 		if b.n++; b.n >= p.cfg.BatchRecords || len(b.buf) >= maxBatchBytes {
 			p.send(b, acks)
-			delete(batches, subject)
+			delete(batches, key)
 		}
 	}
 	// drain adds what the buffer holds (at most its size, so that a
@@ -237,9 +247,9 @@ func (p *Publisher) run(ctx context.Context, done chan struct{}) {
 				break loop
 			}
 		}
-		for subject, b := range batches {
+		for key, b := range batches {
 			p.send(b, acks)
-			delete(batches, subject)
+			delete(batches, key)
 		}
 	}
 	// The goroutine wakes for the first record of a batch, then sleeps
@@ -265,6 +275,16 @@ func (p *Publisher) run(ctx context.Context, done chan struct{}) {
 			}
 			drain()
 		}
+	}
+}
+
+// buffer returns an empty batch buffer, a used one when there is one.
+func (p *Publisher) buffer() []byte {
+	select {
+	case b := <-p.free:
+		return b[:0]
+	default:
+		return make([]byte, 0, 4096)
 	}
 }
 
@@ -294,6 +314,12 @@ func (p *Publisher) waitAcks(acks <-chan inflight) {
 		} else {
 			select {
 			case <-a.f.Ok():
+				// Acknowledged: the client holds the message no more, so
+				// its buffer can take the next batch.
+				select {
+				case p.free <- a.msg.Data:
+				default:
+				}
 			case err = <-a.f.Err():
 			case <-time.After(10 * time.Second):
 				err = errors.New("no acknowledgement within 10s")

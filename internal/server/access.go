@@ -104,10 +104,12 @@ func (s *Server) protectAPI(next http.Handler) http.Handler {
 // it exists, under any alias or version, and whatever its auth mode — except
 // a public function, which answers everyone, key or not (a caller without a
 // key learns the same). A key sees only its own tenant's other functions.
-func (s *Server) gatewayTenant(r *http.Request, pathTenant string) (string, error) {
+//
+// The gateway passes its per-request caller state in c (see checkKey).
+func (s *Server) gatewayTenant(r *http.Request, pathTenant string, c *gateway.Caller) (string, error) {
 	if pathTenant != "" {
 		if k := apiKeyOf(r); k != "" {
-			if p, err := s.Tenants.Authenticate(r.Context(), k); err == nil && p.Tenant != pathTenant && !p.IsAdmin() {
+			if p, err := s.checkKey(r, k, c); err == nil && p.Tenant != pathTenant && !p.IsAdmin() {
 				_, name, qual, _, _, _ := gateway.ParsePath(r.URL.Path)
 				v, err := s.Invoker.Resolve(invoke.Target{Tenant: pathTenant, Function: name, Qualifier: qual})
 				if err != nil || (v.Config.Auth != "" && v.Config.Auth != "public") {
@@ -118,13 +120,28 @@ func (s *Server) gatewayTenant(r *http.Request, pathTenant string) (string, erro
 		return pathTenant, nil
 	}
 	if k := apiKeyOf(r); k != "" {
-		p, err := s.Tenants.Authenticate(r.Context(), k)
+		p, err := s.checkKey(r, k, c)
 		if err != nil {
 			return "", apierr.New(apierr.Unauthorized, "invalid API key")
 		}
 		return p.Tenant, nil
 	}
 	return registry.DefaultTenant, nil
+}
+
+// checkKey checks the API key k of r; the principal it returns must only be
+// read. With the gateway's caller state c, the verdict is kept there, so
+// that the gateway's two hooks check a request's key once; with nil, the
+// key is checked each time.
+func (s *Server) checkKey(r *http.Request, k string, c *gateway.Caller) (*tenant.Principal, error) {
+	if c == nil {
+		return s.Tenants.KeyPrincipal(r.Context(), k)
+	}
+	if !c.Checked || c.Key != k {
+		p, err := s.Tenants.KeyPrincipal(r.Context(), k)
+		*c = gateway.Caller{Checked: true, Key: k, Principal: p, Err: err}
+	}
+	return c.Principal, c.Err
 }
 
 // stripAPIKey removes the Nimbus API key a request carries, leaving any
@@ -155,7 +172,9 @@ func apiKeyOf(r *http.Request) string {
 // authorizeCall applies a function's auth mode: public (anyone), key (an API
 // key of the function's tenant with the invoke scope) or user (a valid
 // end-user token of the tenant; the function receives the verified user).
-func (s *Server) authorizeCall(r *http.Request, tenantName string, v *registry.Version) error {
+//
+// The gateway passes its per-request caller state in c (see checkKey).
+func (s *Server) authorizeCall(r *http.Request, tenantName string, v *registry.Version, c *gateway.Caller) error {
 	auth.SetUserHeaders(r.Header, nil) // never trust incoming user headers
 	// The caller's Nimbus API key never reaches function code (an admin
 	// key calling a tenant's function would otherwise hand it over).
@@ -168,7 +187,7 @@ func (s *Server) authorizeCall(r *http.Request, tenantName string, v *registry.V
 		if k == "" {
 			return apierr.New(apierr.Unauthorized, "function %q needs an API key with the invoke scope: send Authorization: Bearer <key>", v.Function)
 		}
-		p, err := s.Tenants.Authenticate(r.Context(), k)
+		p, err := s.checkKey(r, k, c)
 		if err != nil {
 			return apierr.New(apierr.Unauthorized, "invalid API key")
 		}

@@ -25,7 +25,7 @@ func (s *Server) startEvents(ctx context.Context, mux *http.ServeMux) error {
 		return err
 	}
 	s.onStop(s.Triggers.Stop) // stops before async (reverse order)
-	s.Triggers.SetAuthorize(func(r *http.Request, v *registry.Version) error { return s.authorizeCall(r, v.Tenant, v) })
+	s.Triggers.SetAuthorize(func(r *http.Request, v *registry.Version) error { return s.authorizeCall(r, v.Tenant, v, nil) })
 	s.Async.Routes(mux, tenantOf)
 	s.Triggers.Routes(mux, tenantOf)
 	mux.Handle("/", s.Triggers.Handler()) // custom routes: the fallback for unmatched paths
@@ -47,7 +47,7 @@ func (s *Server) protectEvents(next http.Handler) http.Handler {
 			rest := strings.TrimPrefix(r.URL.Path, "/async/")
 			seg, _, _ := strings.Cut(rest, "/")
 			name, qual, _ := strings.Cut(seg, "@")
-			t, err := s.gatewayTenant(r, "")
+			t, err := s.gatewayTenant(r, "", nil)
 			if err != nil {
 				apierr.Write(w, err)
 				return
@@ -57,7 +57,7 @@ func (s *Server) protectEvents(next http.Handler) http.Handler {
 				apierr.Write(w, err)
 				return
 			}
-			if err := s.authorizeCall(r, t, v); err != nil {
+			if err := s.authorizeCall(r, t, v, nil); err != nil {
 				apierr.Write(w, err)
 				return
 			}

@@ -184,7 +184,7 @@ func (t *Tracer) StartSpan(ctx context.Context, name string, parent string, attr
 	s.setTraceparentHeader()
 	if exporting && s.sc.Sampled() {
 		s.tracer, s.recording = t, true
-		s.name, s.kind, s.start = name, KindInternal, time.Now()
+		s.name, s.kind, s.start = name, KindInternal, time.Now().UnixNano()
 		if len(attrs) > 0 {
 			s.attrs = append(s.attrBuf[:0], attrs...)
 		}
@@ -330,9 +330,9 @@ func (t *Tracer) appendExport(b []byte, spans []*Span) []byte {
 		b = append(b, `,"kind":`...)
 		b = strconv.AppendInt(b, int64(s.kind), 10)
 		b = append(b, `,"startTimeUnixNano":"`...)
-		b = strconv.AppendUint(b, uint64(s.start.UnixNano()), 10)
+		b = strconv.AppendUint(b, uint64(s.start), 10)
 		b = append(b, `","endTimeUnixNano":"`...)
-		b = strconv.AppendUint(b, uint64(s.end.UnixNano()), 10)
+		b = strconv.AppendUint(b, uint64(s.end), 10)
 		b = append(b, '"')
 		if len(s.attrs) > 0 {
 			b = append(b, `,"attributes":`...)
@@ -374,16 +374,16 @@ func appendAttrs(b []byte, attrs []Attr) []byte {
 			b = append(b, '"')
 		case attrFloat:
 			b = append(b, `"doubleValue":`...)
-			switch {
-			case math.IsNaN(a.f):
+			switch f := a.float(); {
+			case math.IsNaN(f):
 				b = append(b, `"NaN"`...) // the protobuf JSON mapping's names
-			case math.IsInf(a.f, 1):
+			case math.IsInf(f, 1):
 				b = append(b, `"Infinity"`...)
-			case math.IsInf(a.f, -1):
+			case math.IsInf(f, -1):
 				b = append(b, `"-Infinity"`...)
 			default:
-				f, _ := json.Marshal(a.f)
-				b = append(b, f...)
+				j, _ := json.Marshal(f)
+				b = append(b, j...)
 			}
 		case attrBool:
 			b = append(b, `"boolValue":`...)

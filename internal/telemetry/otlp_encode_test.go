@@ -69,7 +69,7 @@ func otlpAttrs(attrs []Attr) []otlpKeyValue {
 			s := fmt.Sprint(a.n)
 			kv.Value.IntValue = &s
 		case attrFloat:
-			f := a.f
+			f := a.float()
 			kv.Value.DoubleValue = &f
 		case attrBool:
 			b := a.n != 0
@@ -86,7 +86,7 @@ func (t *Tracer) encode(spans []*Span) otlpExport {
 		os := otlpSpan{
 			TraceID: s.sc.TraceID.String(), SpanID: s.sc.SpanID.String(), TraceState: s.sc.State,
 			Flags: uint32(s.sc.Flags), Name: s.name, Kind: s.kind,
-			StartTimeUnixNano: uint64(s.start.UnixNano()), EndTimeUnixNano: uint64(s.end.UnixNano()),
+			StartTimeUnixNano: uint64(s.start), EndTimeUnixNano: uint64(s.end),
 			Attributes: otlpAttrs(s.attrs), Status: otlpStatus{Code: s.status, Message: s.message},
 		}
 		if s.parent.IsValid() {
@@ -107,7 +107,7 @@ func TestAppendExportMatchesReference(t *testing.T) {
 	tr := NewTracer(TracingConfig{ServiceName: "svc \"quoted\" <x>"})
 	now := time.Unix(1700000000, 123456789)
 	mk := func(name string, parent bool, attrs ...Attr) *Span {
-		s := &Span{name: name, kind: KindServer, start: now, end: now.Add(1500 * time.Microsecond), attrs: attrs}
+		s := &Span{name: name, kind: KindServer, start: now.UnixNano(), end: now.Add(1500 * time.Microsecond).UnixNano(), attrs: attrs}
 		s.sc.TraceID, s.sc.SpanID = newTraceID(), newSpanID()
 		if parent {
 			s.parent = newSpanID()
@@ -142,7 +142,7 @@ func BenchmarkAppendExport(b *testing.B) {
 	tr := NewTracer(TracingConfig{ServiceName: "nimbus"})
 	spans := make([]*Span, 512)
 	for i := range spans {
-		s := &Span{name: "invoke hello", kind: KindServer, start: time.Now(), end: time.Now(),
+		s := &Span{name: "invoke hello", kind: KindServer, start: time.Now().UnixNano(), end: time.Now().UnixNano(),
 			attrs: []Attr{String("faas.name", "hello"), String("faas.invocation_id", "abcdefghijklmnop"), Int("http.status_code", 200)}}
 		s.sc.TraceID, s.sc.SpanID = newTraceID(), newSpanID()
 		spans[i] = s

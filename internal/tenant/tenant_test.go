@@ -172,6 +172,20 @@ func TestKeyLifecycle(t *testing.T) {
 			}
 		}
 	}
+	// KeyPrincipal is the same check; Authenticate hands out a copy, which
+	// may be changed (Middleware sets the tenant an admin acts on).
+	kp, err := e.s.KeyPrincipal(ctx, full)
+	if err != nil || kp.Tenant != "acme" || kp.KeyID != k.ID || !kp.Can("deploy") || kp.Can("admin") {
+		t.Fatalf("KeyPrincipal = %+v, %v", kp, err)
+	}
+	if p, _ := e.s.Authenticate(ctx, full); p == kp {
+		t.Fatal("Authenticate handed out the key's own principal")
+	} else {
+		p.Tenant = "other"
+	}
+	if kp, _ := e.s.KeyPrincipal(ctx, full); kp.Tenant != "acme" {
+		t.Fatalf("a changed copy leaked into the key's principal: %+v", kp)
+	}
 	ro, _, _ := e.s.CreateKey(ctx, KeyRequest{Tenant: "acme", Scopes: []string{"read"}})
 	p, _ := e.s.Authenticate(ctx, ro)
 	if p.Can("deploy") || p.Can("invoke") || !p.Can("read") {
@@ -183,6 +197,9 @@ func TestKeyLifecycle(t *testing.T) {
 	}
 	if _, err := e.s.Authenticate(ctx, full); !errors.Is(err, ErrRevokedKey) {
 		t.Fatalf("after revoke: %v, want ErrRevokedKey", err)
+	}
+	if _, err := e.s.KeyPrincipal(ctx, full); !errors.Is(err, ErrRevokedKey) {
+		t.Fatalf("KeyPrincipal after revoke: %v, want ErrRevokedKey", err)
 	}
 
 	short, _, err := e.s.CreateKey(ctx, KeyRequest{Tenant: "acme", Scopes: []string{"read"}, ExpiresIn: 300 * time.Millisecond})
