@@ -61,6 +61,8 @@ type Runtime struct {
 	// noSpares is set once processes turned out not to be holdable.
 	spares   atomic.Int32
 	noSpares atomic.Bool
+	heldMu   sync.Mutex
+	held     []*template // templates holding a spare, oldest first
 }
 
 var _ runtime.Runtime = (*Runtime)(nil)

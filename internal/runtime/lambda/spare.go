@@ -15,7 +15,9 @@ import (
 // and it uses no CPU; a cold start lets it go instead of starting a
 // process. A spare is made when a template is prepared and again shortly
 // after each start of an instance; a spare unused for SpareLinger is
-// killed, and at most MaxSpares exist at once. Where processes cannot be
+// killed, and at most MaxSpares exist at once: a new one replaces the
+// spare made longest ago, a function just used being likelier to start
+// again than one idle longer. Where processes cannot be
 // held (no ptrace), there are no spares.
 var (
 	MaxSpares   = 8
@@ -65,9 +67,37 @@ func (s *spares) take() *instance {
 		s.linger = nil
 	}
 	if in != nil {
-		in.t.rt.spares.Add(-1)
+		rt := in.t.rt
+		rt.spares.Add(-1)
+		rt.heldMu.Lock()
+		for i, t := range rt.held {
+			if t == in.t {
+				rt.held = append(rt.held[:i], rt.held[i+1:]...)
+				break
+			}
+		}
+		rt.heldMu.Unlock()
 	}
 	return in
+}
+
+// evictOldest kills the spare made longest ago, unless it is except's.
+func (rt *Runtime) evictOldest(except *template) {
+	rt.heldMu.Lock()
+	var victim *template
+	if len(rt.held) > 0 && rt.held[0] != except {
+		victim = rt.held[0]
+	}
+	rt.heldMu.Unlock()
+	if victim == nil {
+		return
+	}
+	victim.spares.mu.Lock()
+	in := victim.spares.take()
+	victim.spares.mu.Unlock()
+	if in != nil {
+		go in.Close()
+	}
 }
 
 // refillLater makes a spare after spareDelay unless one exists or is on
@@ -101,6 +131,9 @@ func (t *template) makeSpare() {
 func (t *template) reserveSpare() chan struct{} {
 	s := &t.spares
 	rt := t.rt
+	if rt.spares.Load() >= int32(MaxSpares) && !rt.noSpares.Load() {
+		rt.evictOldest(t)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || s.in != nil || s.making != nil || rt.noSpares.Load() {
@@ -146,6 +179,9 @@ func (t *template) buildSpare(done chan struct{}) {
 		return
 	}
 	s.in = in
+	rt.heldMu.Lock()
+	rt.held = append(rt.held, t)
+	rt.heldMu.Unlock()
 	s.linger = time.AfterFunc(SpareLinger, func() {
 		s.mu.Lock()
 		var old *instance

@@ -91,7 +91,8 @@ func TestSpareInstances(t *testing.T) {
 	}
 }
 
-// At most MaxSpares spares exist, and one unused for SpareLinger is killed.
+// At most MaxSpares spares exist: a new one replaces the oldest; one unused
+// for SpareLinger is killed.
 func TestSpareLimitAndLinger(t *testing.T) {
 	needBuilds(t)
 	defer func(n int, d time.Duration) { MaxSpares, SpareLinger = n, d }(MaxSpares, SpareLinger)
@@ -104,21 +105,23 @@ func TestSpareLimitAndLinger(t *testing.T) {
 	}
 	defer a.Close()
 	waitSpare(t, a.(*template))
-	spare := spareOf(a.(*template))
+	old := spareOf(a.(*template))
 	b, err := rt.Prepare(ctx, testSpec(runtime.Lambda, "spare-b", nil), readFile(t, goLambdaPath))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	time.Sleep(3 * spareDelay)
-	if spareOf(b.(*template)) != nil || rt.SpareCount() != 1 {
-		t.Fatalf("a second spare beyond MaxSpares 1 (count %d)", rt.SpareCount())
+	waitSpare(t, b.(*template))
+	newer := spareOf(b.(*template))
+	if spareOf(a.(*template)) != nil || rt.SpareCount() != 1 {
+		t.Fatalf("the oldest spare was not replaced (count %d)", rt.SpareCount())
 	}
+	waitGone(t, old)
 	eventually(t, 10*time.Second, func() error {
-		if spareOf(a.(*template)) != nil || rt.SpareCount() != 0 {
+		if spareOf(b.(*template)) != nil || rt.SpareCount() != 0 {
 			return fmt.Errorf("spare still there after SpareLinger")
 		}
 		return nil
 	})
-	waitGone(t, spare)
+	waitGone(t, newer)
 }
