@@ -142,54 +142,13 @@ func appendToVector(vec, entry []byte, entries int) []byte {
 
 // addLoopChecks rewrites a code section with check after every loop's block type.
 func addLoopChecks(sec, check []byte) ([]byte, error) {
-	r := reader{b: sec}
-	n, err := r.u32()
-	if err != nil {
-		return nil, err
-	}
-	out := binary.AppendUvarint(make([]byte, 0, len(sec)+len(sec)/16), uint64(n))
-	var fn []byte
-	for i := range n {
-		size, err := r.u32()
-		if err != nil {
-			return nil, err
+	return rewriteCode(sec, len(sec)/16, func(fn []byte, op byte, instr []byte) []byte {
+		fn = append(fn, instr...)
+		if op == 0x03 { // loop
+			fn = append(fn, check...)
 		}
-		body, err := r.bytes(int(size))
-		if err != nil {
-			return nil, err
-		}
-		b := reader{b: body}
-		locals, err := b.u32()
-		if err != nil {
-			return nil, err
-		}
-		for range locals {
-			if _, err := b.u32(); err != nil {
-				return nil, err
-			}
-			if _, err := b.byte(); err != nil {
-				return nil, err
-			}
-		}
-		fn = append(fn[:0], body[:len(body)-len(b.b)]...)
-		for len(b.b) > 0 {
-			start := b.b
-			op, err := nextInstr(&b)
-			if err != nil {
-				return nil, fmt.Errorf("function %d: %w", i, err)
-			}
-			fn = append(fn, start[:len(start)-len(b.b)]...)
-			if op == 0x03 { // loop
-				fn = append(fn, check...)
-			}
-		}
-		out = binary.AppendUvarint(out, uint64(len(fn)))
-		out = append(out, fn...)
-	}
-	if len(r.b) != 0 {
-		return nil, fmt.Errorf("%d bytes after the last function", len(r.b))
-	}
-	return out, nil
+		return fn
+	})
 }
 
 // nextInstr reads one instruction of any kind wazero compiles and returns

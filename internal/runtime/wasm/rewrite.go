@@ -237,17 +237,8 @@ func scanCode(r *reader) error {
 			return err
 		}
 		b := reader{b: body}
-		locals, err := b.u32()
-		if err != nil {
+		if err := skipLocals(&b); err != nil {
 			return err
-		}
-		for range locals {
-			if _, err := b.u32(); err != nil {
-				return err
-			}
-			if _, err := b.byte(); err != nil {
-				return err
-			}
 		}
 		for len(b.b) > 0 {
 			if _, err := skipInstr(&b); err != nil {

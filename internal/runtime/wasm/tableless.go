@@ -392,14 +392,29 @@ func skipLocals(b *reader) error {
 // replaceIndirectCalls rewrites a code section with every call_indirect of
 // type T as a call of dispatch[T].
 func replaceIndirectCalls(code []byte, dispatch map[uint32]uint32) ([]byte, error) {
-	r := reader{b: code}
+	return rewriteCode(code, 0, func(fn []byte, op byte, instr []byte) []byte {
+		if op != 0x11 {
+			return append(fn, instr...)
+		}
+		ir := reader{b: instr[1:]}
+		t, _ := ir.u32()
+		fn = append(fn, 0x10)
+		return binary.AppendUvarint(fn, uint64(dispatch[t]))
+	})
+}
+
+// rewriteCode rewrites every function body of a code section instruction by
+// instruction: emit appends to fn what replaces instr (op is its first
+// byte). grow is a hint of how much longer the section gets.
+func rewriteCode(sec []byte, grow int, emit func(fn []byte, op byte, instr []byte) []byte) ([]byte, error) {
+	r := reader{b: sec}
 	n, err := r.u32()
 	if err != nil {
 		return nil, err
 	}
-	out := binary.AppendUvarint(make([]byte, 0, len(code)), uint64(n))
+	out := binary.AppendUvarint(make([]byte, 0, len(sec)+grow), uint64(n))
 	var fn []byte
-	for range n {
+	for i := range n {
 		size, err := r.u32()
 		if err != nil {
 			return nil, err
@@ -417,20 +432,15 @@ func replaceIndirectCalls(code []byte, dispatch map[uint32]uint32) ([]byte, erro
 			start := b.b
 			op, err := nextInstr(&b)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("function %d: %w", i, err)
 			}
-			instr := start[:len(start)-len(b.b)]
-			if op == 0x11 {
-				ir := reader{b: instr[1:]}
-				t, _ := ir.u32()
-				fn = append(fn, 0x10)
-				fn = binary.AppendUvarint(fn, uint64(dispatch[t]))
-				continue
-			}
-			fn = append(fn, instr...)
+			fn = emit(fn, op, start[:len(start)-len(b.b)])
 		}
 		out = binary.AppendUvarint(out, uint64(len(fn)))
 		out = append(out, fn...)
+	}
+	if len(r.b) != 0 {
+		return nil, fmt.Errorf("%d bytes after the last function", len(r.b))
 	}
 	return out, nil
 }
