@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -124,4 +125,47 @@ func TestSpareLimitAndLinger(t *testing.T) {
 		return nil
 	})
 	waitGone(t, newer)
+}
+
+// A spare whose process died while held is thrown away: the cold start
+// starts a fresh process and answers.
+func TestSpareDiedWhileHeld(t *testing.T) {
+	needBuilds(t)
+	rt := newTestRuntime(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tpl, err := rt.Prepare(ctx, testSpec(runtime.Lambda, "sparedied", nil), readFile(t, goLambdaPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tpl.Close()
+	waitSpare(t, tpl.(*template))
+	spare := spareOf(tpl.(*template))
+	if !spare.p.Held() {
+		t.Skip("processes cannot be held here (no ptrace)")
+	}
+	if err := syscall.Kill(spare.p.Pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if st := procState(t, spare.p.Pid()); st != "Z" {
+			return fmt.Errorf("killed spare in state %s", st)
+		}
+		return nil
+	})
+	inst, err := tpl.NewInstance(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Close()
+	if inst.(*instance) == spare {
+		t.Fatal("the dead spare was used")
+	}
+	w := httptest.NewRecorder()
+	req := &runtime.Request{InvocationID: "died-1", Raw: true, Header: http.Header{},
+		Body: strings.NewReader(`{"op":"add","a":2,"b":2}`), ContentLength: -1}
+	if err := inst.Invoke(ctx, req, w); err != nil || w.Body.String() != `{"sum":4}` {
+		t.Fatalf("answered %q, %v", w.Body, err)
+	}
+	waitGone(t, spare)
 }
