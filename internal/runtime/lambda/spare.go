@@ -2,6 +2,7 @@ package lambda
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 )
@@ -211,8 +212,4 @@ func (t *template) closeSpares() {
 // SpareCount reports how many spare instances the runtime holds.
 func (rt *Runtime) SpareCount() int { return int(rt.spares.Load()) }
 
-type errString string
-
-func (e errString) Error() string { return string(e) }
-
-const errNotHeld = errString("the process could not be held")
+var errNotHeld = errors.New("the process could not be held")

@@ -31,6 +31,35 @@ func spareOf(t *template) *instance {
 	return t.spares.in
 }
 
+// withSpare prepares the Go Lambda function fn (closed at cleanup) and
+// waits for its spare; it skips the test where processes cannot be held.
+func withSpare(t *testing.T, rt *Runtime, fn string) (*template, *instance) {
+	t.Helper()
+	tpl, err := rt.Prepare(context.Background(), testSpec(runtime.Lambda, fn, nil), readFile(t, goLambdaPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tpl.Close() })
+	tt := tpl.(*template)
+	waitSpare(t, tt)
+	spare := spareOf(tt)
+	if !spare.p.Held() {
+		t.Skip("processes cannot be held here (no ptrace)")
+	}
+	return tt, spare
+}
+
+// add invokes inst with a raw event adding a and b, and checks the sum.
+func add(t *testing.T, ctx context.Context, inst runtime.Instance, a, b int) {
+	t.Helper()
+	w := httptest.NewRecorder()
+	req := &runtime.Request{InvocationID: "spare", Raw: true, Header: http.Header{},
+		Body: strings.NewReader(fmt.Sprintf(`{"op":"add","a":%d,"b":%d}`, a, b)), ContentLength: -1}
+	if err := inst.Invoke(ctx, req, w); err != nil || w.Body.String() != fmt.Sprintf(`{"sum":%d}`, a+b) {
+		t.Fatalf("answered %q, %v", w.Body, err)
+	}
+}
+
 // A prepared template holds a spare whose process has not run; a cold
 // start takes it and answers, the next spare follows, and Close leaves no
 // process behind.
@@ -39,16 +68,8 @@ func TestSpareInstances(t *testing.T) {
 	rt := newTestRuntime(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	tpl, err := rt.Prepare(ctx, testSpec(runtime.Lambda, "sparefn", nil), readFile(t, goLambdaPath))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tt := tpl.(*template)
-	waitSpare(t, tt)
-	spare := spareOf(tt)
-	if !spare.p.Held() {
-		t.Skip("processes cannot be held here (no ptrace)")
-	}
+	tt, spare := withSpare(t, rt, "sparefn")
+	tpl := runtime.Template(tt)
 	if st := procState(t, spare.p.Pid()); st != "t" {
 		t.Fatalf("spare process is in state %s, want t (stopped before its first instruction)", st)
 	}
@@ -63,12 +84,7 @@ func TestSpareInstances(t *testing.T) {
 	if inst.(*instance) != spare {
 		t.Fatal("the cold start did not take the spare")
 	}
-	w := httptest.NewRecorder()
-	req := &runtime.Request{InvocationID: "spare-1", Raw: true, Header: http.Header{},
-		Body: strings.NewReader(`{"op":"add","a":1,"b":2}`), ContentLength: -1}
-	if err := inst.Invoke(ctx, req, w); err != nil || w.Body.String() != `{"sum":3}` {
-		t.Fatalf("spare answered %q, %v", w.Body, err)
-	}
+	add(t, ctx, inst, 1, 2)
 	waitSpare(t, tt)
 	next := spareOf(tt)
 	if next == spare {
@@ -99,27 +115,14 @@ func TestSpareLimitAndLinger(t *testing.T) {
 	defer func(n int, d time.Duration) { MaxSpares, SpareLinger = n, d }(MaxSpares, SpareLinger)
 	MaxSpares, SpareLinger = 1, 2*time.Second
 	rt := newTestRuntime(t)
-	ctx := context.Background()
-	a, err := rt.Prepare(ctx, testSpec(runtime.Lambda, "spare-a", nil), readFile(t, goLambdaPath))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	waitSpare(t, a.(*template))
-	old := spareOf(a.(*template))
-	b, err := rt.Prepare(ctx, testSpec(runtime.Lambda, "spare-b", nil), readFile(t, goLambdaPath))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	waitSpare(t, b.(*template))
-	newer := spareOf(b.(*template))
-	if spareOf(a.(*template)) != nil || rt.SpareCount() != 1 {
+	a, old := withSpare(t, rt, "spare-a")
+	b, newer := withSpare(t, rt, "spare-b")
+	if spareOf(a) != nil || rt.SpareCount() != 1 {
 		t.Fatalf("the oldest spare was not replaced (count %d)", rt.SpareCount())
 	}
 	waitGone(t, old)
 	eventually(t, 10*time.Second, func() error {
-		if spareOf(b.(*template)) != nil || rt.SpareCount() != 0 {
+		if spareOf(b) != nil || rt.SpareCount() != 0 {
 			return fmt.Errorf("spare still there after SpareLinger")
 		}
 		return nil
@@ -134,16 +137,7 @@ func TestSpareDiedWhileHeld(t *testing.T) {
 	rt := newTestRuntime(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	tpl, err := rt.Prepare(ctx, testSpec(runtime.Lambda, "sparedied", nil), readFile(t, goLambdaPath))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tpl.Close()
-	waitSpare(t, tpl.(*template))
-	spare := spareOf(tpl.(*template))
-	if !spare.p.Held() {
-		t.Skip("processes cannot be held here (no ptrace)")
-	}
+	tpl, spare := withSpare(t, rt, "sparedied")
 	if err := syscall.Kill(spare.p.Pid(), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -161,11 +155,6 @@ func TestSpareDiedWhileHeld(t *testing.T) {
 	if inst.(*instance) == spare {
 		t.Fatal("the dead spare was used")
 	}
-	w := httptest.NewRecorder()
-	req := &runtime.Request{InvocationID: "died-1", Raw: true, Header: http.Header{},
-		Body: strings.NewReader(`{"op":"add","a":2,"b":2}`), ContentLength: -1}
-	if err := inst.Invoke(ctx, req, w); err != nil || w.Body.String() != `{"sum":4}` {
-		t.Fatalf("answered %q, %v", w.Body, err)
-	}
+	add(t, ctx, inst, 2, 2)
 	waitGone(t, spare)
 }

@@ -21,6 +21,7 @@ type moduleInfo struct {
 type moduleImport struct {
 	module, name string
 	kind         byte
+	typ          uint32 // a function's type index
 }
 
 // External kinds of imports and exports.
@@ -112,9 +113,10 @@ func parseImports(r *reader, info *moduleInfo) error {
 		if err != nil {
 			return err
 		}
+		var typ uint32
 		switch kind {
 		case kindFunc:
-			_, err = r.u32()
+			typ, err = r.u32()
 		case kindTable:
 			if _, err = r.byte(); err == nil {
 				err = r.skipLimits()
@@ -135,7 +137,7 @@ func parseImports(r *reader, info *moduleInfo) error {
 		if err != nil {
 			return err
 		}
-		info.imports = append(info.imports, moduleImport{module: mod, name: name, kind: kind})
+		info.imports = append(info.imports, moduleImport{module: mod, name: name, kind: kind, typ: typ})
 	}
 	return nil
 }

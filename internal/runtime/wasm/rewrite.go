@@ -108,26 +108,13 @@ func (m *snapModule) section(id byte) []byte {
 }
 
 func checkImportsForSnapshot(r *reader) error {
-	n, err := r.u32()
-	if err != nil {
+	var info moduleInfo
+	if err := parseImports(r, &info); err != nil {
 		return err
 	}
-	for range n {
-		if _, err := r.name(); err != nil {
-			return err
-		}
-		if _, err := r.name(); err != nil {
-			return err
-		}
-		kind, err := r.byte()
-		if err != nil {
-			return err
-		}
-		if kind != kindFunc {
-			return noSnapshot("it imports a %s", kindName(kind))
-		}
-		if _, err := r.u32(); err != nil {
-			return err
+	for _, im := range info.imports {
+		if im.kind != kindFunc {
+			return noSnapshot("it imports a %s", kindName(im.kind))
 		}
 	}
 	return nil

@@ -57,29 +57,15 @@ func withoutTable(secs []wasmSection) (_ []wasmSection, ok bool, err error) {
 				return secs, false, err
 			}
 		case secImport:
-			n, err := r.u32()
-			if err != nil {
+			var info moduleInfo
+			if err := parseImports(&r, &info); err != nil {
 				return secs, false, err
 			}
-			for range n {
-				if _, err := r.name(); err != nil {
-					return secs, false, err
-				}
-				if _, err := r.name(); err != nil {
-					return secs, false, err
-				}
-				kind, err := r.byte()
-				if err != nil {
-					return secs, false, err
-				}
-				if kind != kindFunc {
+			for _, im := range info.imports {
+				if im.kind != kindFunc {
 					return secs, false, nil
 				}
-				t, err := r.u32()
-				if err != nil {
-					return secs, false, err
-				}
-				u.funcTypes = append(u.funcTypes, t)
+				u.funcTypes = append(u.funcTypes, im.typ)
 				u.imported++
 			}
 		case secFunction:
@@ -112,23 +98,13 @@ func withoutTable(secs []wasmSection) (_ []wasmSection, ok bool, err error) {
 			}
 			haveTable = true
 		case secExport:
-			n, err := r.u32()
-			if err != nil {
+			info := moduleInfo{exports: map[string]byte{}}
+			if err := parseExports(&r, &info); err != nil {
 				return secs, false, err
 			}
-			for range n {
-				if _, err := r.name(); err != nil {
-					return secs, false, err
-				}
-				kind, err := r.byte()
-				if err != nil {
-					return secs, false, err
-				}
+			for _, kind := range info.exports {
 				if kind == kindTable {
 					return secs, false, nil
-				}
-				if _, err := r.u32(); err != nil {
-					return secs, false, err
 				}
 			}
 		case secElement:
