@@ -209,7 +209,7 @@ func (t *template) closeSpares() {
 	}
 }
 
-// SpareCount reports how many spare instances the runtime holds.
-func (rt *Runtime) SpareCount() int { return int(rt.spares.Load()) }
+// spareCount reports how many spare instances the runtime holds.
+func (rt *Runtime) spareCount() int { return int(rt.spares.Load()) }
 
 var errNotHeld = errors.New("the process could not be held")

@@ -73,8 +73,8 @@ func TestSpareInstances(t *testing.T) {
 	if st := procState(t, spare.p.Pid()); st != "t" {
 		t.Fatalf("spare process is in state %s, want t (stopped before its first instruction)", st)
 	}
-	if rt.SpareCount() != 1 {
-		t.Fatalf("SpareCount = %d, want 1", rt.SpareCount())
+	if rt.spareCount() != 1 {
+		t.Fatalf("spareCount = %d, want 1", rt.spareCount())
 	}
 
 	inst, err := tpl.NewInstance(ctx)
@@ -95,15 +95,15 @@ func TestSpareInstances(t *testing.T) {
 
 	_ = tpl.Close()
 	waitGone(t, next)
-	if rt.SpareCount() != 0 {
-		t.Fatalf("SpareCount = %d after Close, want 0", rt.SpareCount())
+	if rt.spareCount() != 0 {
+		t.Fatalf("spareCount = %d after Close, want 0", rt.spareCount())
 	}
 	// A closed template makes no spare, even after a start.
 	if in, err := tpl.NewInstance(ctx); err == nil {
 		_ = in.Close()
 	}
 	time.Sleep(3 * spareDelay)
-	if spareOf(tt) != nil || rt.SpareCount() != 0 {
+	if spareOf(tt) != nil || rt.spareCount() != 0 {
 		t.Fatal("a closed template made a spare")
 	}
 }
@@ -117,12 +117,12 @@ func TestSpareLimitAndLinger(t *testing.T) {
 	rt := newTestRuntime(t)
 	a, old := withSpare(t, rt, "spare-a")
 	b, newer := withSpare(t, rt, "spare-b")
-	if spareOf(a) != nil || rt.SpareCount() != 1 {
-		t.Fatalf("the oldest spare was not replaced (count %d)", rt.SpareCount())
+	if spareOf(a) != nil || rt.spareCount() != 1 {
+		t.Fatalf("the oldest spare was not replaced (count %d)", rt.spareCount())
 	}
 	waitGone(t, old)
 	eventually(t, 10*time.Second, func() error {
-		if spareOf(b) != nil || rt.SpareCount() != 0 {
+		if spareOf(b) != nil || rt.spareCount() != 0 {
 			return fmt.Errorf("spare still there after SpareLinger")
 		}
 		return nil
