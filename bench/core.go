@@ -116,17 +116,20 @@ func warmSuite() error {
 		}
 	}
 	fmt.Printf("%d connections, %s per side, keep-alive, loopback.\n\n", *conns, *duration)
-	fmt.Println("| target | req/s | p50 | p99 | errors |")
-	fmt.Println("| --- | --- | --- | --- | --- |")
-	fmt.Printf("| bare net/http | %.0f | %s | %s | %d |\n", b.rps(), us(b.pct(.5)), us(b.pct(.99)), b.errors)
-	fmt.Printf("| nimbus /fn/hello (wasm) | %.0f | %s | %s | %d |\n", n.rps(), us(n.pct(.5)), us(n.pct(.99)), n.errors)
-	fmt.Printf("\n**ratio** nimbus/bare throughput = **%.2f**; added p50 = %s\n", n.rps()/b.rps(), us(n.pct(.5)-b.pct(.5)))
+	fmt.Println("| target | req/s | p50 | p99 | CPU per request | errors |")
+	fmt.Println("| --- | --- | --- | --- | --- | --- |")
+	fmt.Printf("| bare net/http | %.0f | %s | %s | %s | %d |\n", b.rps(), us(b.pct(.5)), us(b.pct(.99)), us(b.cpuPerRequest()), b.errors)
+	fmt.Printf("| nimbus /fn/hello (wasm) | %.0f | %s | %s | %s | %d |\n", n.rps(), us(n.pct(.5)), us(n.pct(.99)), us(n.cpuPerRequest()), n.errors)
+	fmt.Printf("\n**ratio** nimbus/bare throughput = **%.2f**; added p50 = %s; CPU per request (this process: server and load generator) %s more\n", n.rps()/b.rps(), us(n.pct(.5)-b.pct(.5)), us(n.cpuPerRequest()-b.cpuPerRequest()))
 	return nil
 }
 
 // profileLoad loads url for the run's duration under a CPU profile written
 // to file, and prints how much CPU the process used per request.
-func profileLoad(file, url string) error {
+func profileLoad(file, url string) error { return profileLoadHeader(file, url, nil) }
+
+// profileLoadHeader is profileLoad with header on every request.
+func profileLoadHeader(file, url string, header http.Header) error {
 	f, err := os.Create(file)
 	if err != nil {
 		return err
@@ -135,11 +138,9 @@ func profileLoad(file, url string) error {
 	if err := pprof.StartCPUProfile(f); err != nil {
 		return err
 	}
-	cpu0 := processCPU()
-	r := load(url, *conns, *duration)
-	cpu := processCPU() - cpu0
+	r := loadHeader(url, header, *conns, *duration)
 	pprof.StopCPUProfile()
-	fmt.Fprintf(os.Stderr, "profile %s: %.0f req/s, %.1f µs of CPU per request (server and load generator)\n", file, r.rps(), float64(cpu.Microseconds())/float64(max(r.requests, 1)))
+	fmt.Fprintf(os.Stderr, "profile %s: %.0f req/s, %s of CPU per request (server and load generator)\n", file, r.rps(), us(r.cpuPerRequest()))
 	return nil
 }
 
@@ -153,7 +154,7 @@ func processCPU() time.Duration {
 func merge(a, b result) result {
 	lat := append(append([]time.Duration{}, a.lat...), b.lat...)
 	slices.Sort(lat)
-	return result{requests: a.requests + b.requests, errors: a.errors + b.errors, elapsed: a.elapsed + b.elapsed, lat: lat}
+	return result{requests: a.requests + b.requests, errors: a.errors + b.errors, elapsed: a.elapsed + b.elapsed, cpu: a.cpu + b.cpu, lat: lat}
 }
 
 func coldSuite() error {

@@ -16,10 +16,21 @@ type result struct {
 	requests int
 	errors   int
 	elapsed  time.Duration
+	cpu      time.Duration   // CPU time of this whole process (server and load) during the run
 	lat      []time.Duration // sorted
 }
 
 func (r result) rps() float64 { return float64(r.requests) / r.elapsed.Seconds() }
+
+// cpuPerRequest is the process's CPU time per request: on a saturated
+// machine throughput is its inverse, and it is steadier when the machine's
+// speed varies from one moment to the next.
+func (r result) cpuPerRequest() time.Duration {
+	if r.requests == 0 {
+		return 0
+	}
+	return r.cpu / time.Duration(r.requests)
+}
 
 func (r result) pct(p float64) time.Duration {
 	if len(r.lat) == 0 {
@@ -66,12 +77,12 @@ func loadHeader(url string, header http.Header, c int, d time.Duration) result {
 	var all []time.Duration
 	var errs atomic.Int64
 	var wg sync.WaitGroup
-	start := time.Now()
+	start, cpu0 := time.Now(), processCPU()
 	for i := 0; i < c; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			lat := make([]time.Duration, 0, 1<<16)
+			lat := make([]time.Duration, 0, 1024) // grows as needed: a large buffer per worker and run would be fresh memory to fault in each time
 			for !stop.Load() {
 				t0 := time.Now()
 				resp, err := get()
@@ -95,12 +106,12 @@ func loadHeader(url string, header http.Header, c int, d time.Duration) result {
 	time.Sleep(d)
 	stop.Store(true)
 	wg.Wait()
-	el := time.Since(start)
+	el, cpu := time.Since(start), processCPU()-cpu0
 	slices.Sort(all)
-	return result{requests: len(all), errors: int(errs.Load()), elapsed: el, lat: all}
+	return result{requests: len(all), errors: int(errs.Load()), elapsed: el, cpu: cpu, lat: all}
 }
 
-func us(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d.Nanoseconds())/1e3) }
+func us(d time.Duration) string { return fmt.Sprintf("%.1f µs", float64(d.Nanoseconds())/1e3) }
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Nanoseconds())/1e6) }
 
 func pctOf(ds []time.Duration, p float64) time.Duration {
