@@ -269,10 +269,15 @@ type interrupter struct {
 	mu  sync.Mutex
 	gen uint64 // counts calls, so that a late stop of a finished call is ignored
 
-	// The call watched by watch (nil ctx: none) and its reusable timer.
+	// The call watched by watch (nil ctx: none) and its reusable timer,
+	// which is pending until due. A call that ends leaves the timer be: it
+	// fires once for nothing, rather than every call paying to stop it and
+	// set it again.
 	ctx      context.Context
 	deadline time.Time
 	timer    *time.Timer
+	pending  bool
+	due      time.Time
 }
 
 func newInterrupter(mod api.Module) *interrupter {
@@ -326,19 +331,22 @@ func (it *interrupter) watch(ctx context.Context, deadline time.Time) {
 	it.mu.Unlock()
 }
 
-// schedule sets the timer for the next check of the watched call; it.mu is held.
+// schedule makes sure the timer fires by the next check of the watched
+// call: it keeps a pending timer that is due no later; it.mu is held.
 func (it *interrupter) schedule() {
-	wait := cancelCheck
-	if !it.deadline.IsZero() {
-		wait = min(wait, time.Until(it.deadline))
+	now := time.Now()
+	at := now.Add(cancelCheck)
+	if !it.deadline.IsZero() && (it.deadline.Before(at) || it.ctx.Done() == nil) {
+		at = it.deadline // nothing to watch but the deadline, or it comes first
 	}
-	if it.ctx.Done() == nil { // nothing to watch but the deadline
-		wait = time.Until(it.deadline)
+	if it.pending && !it.due.After(at) {
+		return
 	}
+	it.pending, it.due = true, at
 	if it.timer == nil {
-		it.timer = time.AfterFunc(wait, it.check)
+		it.timer = time.AfterFunc(at.Sub(now), it.check)
 	} else {
-		it.timer.Reset(wait)
+		it.timer.Reset(at.Sub(now))
 	}
 }
 
@@ -347,6 +355,11 @@ func (it *interrupter) schedule() {
 func (it *interrupter) check() {
 	it.mu.Lock()
 	defer it.mu.Unlock()
+	if d := time.Until(it.due); d > 0 {
+		it.timer.Reset(d) // early, for a Reset that raced with this run
+		return
+	}
+	it.pending = false
 	if it.ctx == nil {
 		return // the call ended
 	}
@@ -365,9 +378,6 @@ func (it *interrupter) unwatch() {
 	}
 	it.mu.Lock()
 	it.ctx = nil
-	if it.timer != nil {
-		it.timer.Stop()
-	}
 	it.mu.Unlock()
 }
 

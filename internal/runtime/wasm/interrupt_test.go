@@ -108,3 +108,26 @@ func TestCanceledCallStops(t *testing.T) {
 		})
 	}
 }
+
+// An instance's timer outlives the call that set it: the next call's
+// deadline still holds when it comes before the timer's, and after it.
+func TestDeadlineAfterEarlierCall(t *testing.T) {
+	r := newRuntime(t)
+	tpl := prepare(t, r, nimbusrt.Spec{}, guestMod.get(t))
+	for _, first := range []time.Duration{time.Hour, 20 * time.Millisecond} {
+		in := newInstance(t, tpl)
+		req := request("GET", "/count", nil)
+		req.Deadline = time.Now().Add(first) // the timer is left due then: ctx has no Done to check
+		if err := in.Invoke(context.Background(), req, newRecorder()); err != nil {
+			t.Fatal(err)
+		}
+		req = request("GET", "/loop", nil)
+		req.Deadline = time.Now().Add(300 * time.Millisecond)
+		start := time.Now()
+		err := in.Invoke(context.Background(), req, newRecorder())
+		wantKind(t, err, nimbusrt.TimedOut, "deadline")
+		if d := time.Since(start); d > 30*time.Second {
+			t.Fatalf("first deadline %v: the loop ran %v past a 300ms deadline", first, d)
+		}
+	}
+}
