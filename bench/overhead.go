@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	goruntime "runtime"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -127,24 +126,23 @@ func overheadSuite() error {
 	}
 	// Interleave short rounds, so that the machine's noise falls on every
 	// variant; the order changes every round, so that the background work a
-	// server leaves behind (span exports, record batches) does not always
-	// fall on the same next variant. The servers share this process's heap:
-	// a collection before each segment keeps one variant's garbage from
-	// being collected on the next one's time. Each round's full/bare ratio
+	// server leaves behind (span exports, record batches, garbage) does not
+	// always fall on the same next variant. Each round's full/bare ratio
 	// pairs two segments a second apart; their median is the figure, being
 	// what most rounds saw rather than what the noisiest ones did.
 	//
-	// After the collection, the heap's goal is low and the runtime hands
-	// memory back to the system; the next segment would pay page faults to
-	// take it again (up to 14% of its CPU in a profile). An unmeasured tenth
-	// of a segment first brings each variant back to its steady state.
+	// No collection is forced between segments: with the five servers'
+	// guest memories in this heap (~480 MB live), a forced collection let
+	// the runtime hand back hundreds of MB that the next segments then
+	// faulted in again (up to 15% of a profile's CPU). An unmeasured tenth
+	// of a segment first brings each variant's connections and instances
+	// back to their steady state.
 	rounds := max(8, int(2**duration/time.Second))
 	seg := *duration / time.Duration(rounds)
 	per := make([][]float64, len(vs)) // per variant, each round's req/s
 	for i := 0; i < rounds; i++ {
 		for _, j := range rand.Perm(len(vs)) {
 			v := vs[j]
-			goruntime.GC()
 			loadHeader(v.url, v.header, *conns, seg/10)
 			r := loadHeader(v.url, v.header, *conns, seg)
 			per[j] = append(per[j], r.rps())
@@ -164,7 +162,6 @@ func overheadSuite() error {
 	}
 	if *cpuProf != "" {
 		for j, v := range vs {
-			goruntime.GC()
 			loadHeader(v.url, v.header, *conns, *duration/10)
 			if err := profileLoadHeader(fmt.Sprintf("%s.%d", *cpuProf, j), v.url, v.header); err != nil {
 				return err
