@@ -66,7 +66,7 @@ func BenchmarkColdStart(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			rt := New(Config{CacheDir: b.TempDir(), Logger: slog.New(slog.DiscardHandler)})
-			rt.noSpares.Store(!spare)
+			rt.spares.SetOff(!spare)
 			tpl, err := rt.Prepare(context.Background(), testSpec(runtime.Lambda, "bench", nil), readFile(b, goLambdaPath))
 			if err != nil {
 				b.Fatal(err)
@@ -92,10 +92,7 @@ func waitSpare(tb testing.TB, t *template) {
 	tb.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		t.spares.mu.Lock()
-		ok := t.spares.in != nil
-		t.spares.mu.Unlock()
-		if ok {
+		if _, ok := t.spares.Peek(); ok {
 			return
 		}
 		if time.Now().After(deadline) {

@@ -38,10 +38,10 @@ var _ runtime.Instance = (*instance)(nil)
 func (t *template) NewInstance(ctx context.Context) (inst runtime.Instance, err error) {
 	defer func() {
 		if err == nil {
-			t.refillLater() // a function that fails to start gets no spare
+			t.spares.RefillLater() // a function that fails to start gets no spare
 		}
 	}()
-	if in := t.takeSpare(ctx); in != nil {
+	if in, ok := t.spares.Take(ctx); ok {
 		if err := in.p.Run(); err == nil {
 			return t.await(ctx, in)
 		}

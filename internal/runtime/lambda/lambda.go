@@ -21,11 +21,11 @@ import (
 	"sort"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nimbusfn/nimbus/internal/runtime"
 	"github.com/nimbusfn/nimbus/internal/runtime/sandbox"
+	"github.com/nimbusfn/nimbus/internal/runtime/spare"
 )
 
 // Config configures the Lambda runtimes. Zero values mean the documented defaults.
@@ -57,12 +57,9 @@ type Runtime struct {
 	// codeRoot is where code and bootstraps are unpacked: a directory the
 	// sandbox user can reach.
 	codeRoot func() (string, error)
-	// spares counts the templates' spare instances (see spare.go);
-	// noSpares is set once processes turned out not to be holdable.
-	spares   atomic.Int32
-	noSpares atomic.Bool
-	heldMu   sync.Mutex
-	held     []*template // templates holding a spare, oldest first
+	// spares bounds the templates' spare instances (see spare.go); it is
+	// off once processes turned out not to be holdable.
+	spares spare.Set
 }
 
 var _ runtime.Runtime = (*Runtime)(nil)
@@ -89,6 +86,7 @@ func New(cfg Config) *Runtime {
 	}
 	log := cfg.Logger.With("component", "runtime.lambda")
 	rt := &Runtime{cfg: cfg, log: log, interp: interpreters{python: cfg.Python, node: cfg.Node, log: log}}
+	rt.spares.Max, rt.spares.Linger = MaxSpares, SpareLinger
 	rt.codeRoot = sync.OnceValues(func() (string, error) {
 		root, err := sandbox.CodeRoot(filepath.Join(cfg.CacheDir, "code"))
 		if err == nil && root != filepath.Join(cfg.CacheDir, "code") {
@@ -146,8 +144,9 @@ func (rt *Runtime) Prepare(ctx context.Context, spec *runtime.Spec, code []byte)
 	}
 	// The first spare: reserved now, so that a request arriving while it
 	// is made waits for it rather than starting another process.
-	if done := t.reserveSpare(); done != nil {
-		go t.buildSpare(done)
+	t.spares = spare.NewSlot(&rt.spares, t.buildSpare, func(in *instance) { _ = in.Close() })
+	if build := t.spares.Reserve(); build != nil {
+		go build()
 	}
 	return t, nil
 }
@@ -177,7 +176,7 @@ type template struct {
 	args    []string
 	execEnv string
 	handler string
-	spares  spares
+	spares  *spare.Slot[*instance]
 }
 
 // env is the environment of one instance: the function's own variables, then
@@ -233,6 +232,6 @@ func (t *template) env(apiAddr string, instanceID string) []string {
 // Close kills the template's spare. Unpacked code stays cached by digest
 // for the next deploy of the same code.
 func (t *template) Close() error {
-	t.closeSpares()
+	t.spares.Close()
 	return nil
 }

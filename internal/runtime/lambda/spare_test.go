@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/nimbusfn/nimbus/internal/runtime/spare"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -26,9 +27,8 @@ func procState(t *testing.T, pid int) string {
 }
 
 func spareOf(t *template) *instance {
-	t.spares.mu.Lock()
-	defer t.spares.mu.Unlock()
-	return t.spares.in
+	in, _ := t.spares.Peek()
+	return in
 }
 
 // withSpare prepares the Go Lambda function fn (closed at cleanup) and
@@ -42,11 +42,11 @@ func withSpare(t *testing.T, rt *Runtime, fn string) (*template, *instance) {
 	t.Cleanup(func() { _ = tpl.Close() })
 	tt := tpl.(*template)
 	waitSpare(t, tt)
-	spare := spareOf(tt)
-	if !spare.p.Held() {
+	held := spareOf(tt)
+	if !held.p.Held() {
 		t.Skip("processes cannot be held here (no ptrace)")
 	}
-	return tt, spare
+	return tt, held
 }
 
 // add invokes inst with a raw event adding a and b, and checks the sum.
@@ -68,9 +68,9 @@ func TestSpareInstances(t *testing.T) {
 	rt := newTestRuntime(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	tt, spare := withSpare(t, rt, "sparefn")
+	tt, held := withSpare(t, rt, "sparefn")
 	tpl := runtime.Template(tt)
-	if st := procState(t, spare.p.Pid()); st != "t" {
+	if st := procState(t, held.p.Pid()); st != "t" {
 		t.Fatalf("spare process is in state %s, want t (stopped before its first instruction)", st)
 	}
 	if rt.spareCount() != 1 {
@@ -81,17 +81,17 @@ func TestSpareInstances(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if inst.(*instance) != spare {
+	if inst.(*instance) != held {
 		t.Fatal("the cold start did not take the spare")
 	}
 	add(t, ctx, inst, 1, 2)
 	waitSpare(t, tt)
 	next := spareOf(tt)
-	if next == spare {
+	if next == held {
 		t.Fatal("the spare taken is still the template's spare")
 	}
 	_ = inst.Close()
-	waitGone(t, spare)
+	waitGone(t, held)
 
 	_ = tpl.Close()
 	waitGone(t, next)
@@ -102,7 +102,7 @@ func TestSpareInstances(t *testing.T) {
 	if in, err := tpl.NewInstance(ctx); err == nil {
 		_ = in.Close()
 	}
-	time.Sleep(3 * spareDelay)
+	time.Sleep(3 * spare.Delay)
 	if spareOf(tt) != nil || rt.spareCount() != 0 {
 		t.Fatal("a closed template made a spare")
 	}
@@ -137,12 +137,12 @@ func TestSpareDiedWhileHeld(t *testing.T) {
 	rt := newTestRuntime(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	tpl, spare := withSpare(t, rt, "sparedied")
-	if err := syscall.Kill(spare.p.Pid(), syscall.SIGKILL); err != nil {
+	tpl, held := withSpare(t, rt, "sparedied")
+	if err := syscall.Kill(held.p.Pid(), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, func() error {
-		if st := procState(t, spare.p.Pid()); st != "Z" {
+		if st := procState(t, held.p.Pid()); st != "Z" {
 			return fmt.Errorf("killed spare in state %s", st)
 		}
 		return nil
@@ -152,9 +152,9 @@ func TestSpareDiedWhileHeld(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer inst.Close()
-	if inst.(*instance) == spare {
+	if inst.(*instance) == held {
 		t.Fatal("the dead spare was used")
 	}
 	add(t, ctx, inst, 2, 2)
-	waitGone(t, spare)
+	waitGone(t, held)
 }
