@@ -22,7 +22,9 @@ import (
 )
 
 // Delay separates making a spare from the start that used the last one, so
-// that the two do not compete.
+// that the two do not compete: made at once, even a wasm spare's tens of µs
+// delayed the response of the start that took the last one (tiny module's
+// HTTP cold start p50 0.18 ms with the delay, 0.28-0.39 ms without).
 const Delay = 100 * time.Millisecond
 
 // ErrUnsupported, returned by a slot's build function, says that no spare
@@ -159,14 +161,15 @@ func (sl *Slot[T]) RefillLater() {
 		return
 	}
 	sl.pending = true
-	time.AfterFunc(Delay, func() {
+	refill := func() {
 		sl.mu.Lock()
 		sl.pending = false
 		sl.mu.Unlock()
 		if build := sl.Reserve(); build != nil {
 			build()
 		}
-	})
+	}
+	time.AfterFunc(Delay, refill)
 }
 
 // Reserve claims the making of the slot's spare and returns the function

@@ -17,6 +17,7 @@ import (
 	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/nimbusfn/nimbus/internal/runtime"
+	"github.com/nimbusfn/nimbus/internal/runtime/spare"
 )
 
 // template is a compiled module for one function version.
@@ -41,6 +42,8 @@ type template struct {
 	cgi           bool
 	hasInit       bool
 	hasNimbusInit bool
+	hasStart      bool
+	spares        *spare.Slot[*reactor] // nil: no spares (wasm-cgi, a start function)
 	// refs counts the template itself and its open instances; the module
 	// cache lets go of src when it drops to zero.
 	refs   atomic.Int64
@@ -92,6 +95,9 @@ func (t *template) current() (*modSource, bool, wazero.ModuleConfig) {
 func (t *template) Close() error {
 	t.once.Do(func() {
 		t.closed.Store(true)
+		if t.spares != nil {
+			t.spares.Close()
+		}
 		t.release()
 	})
 	return nil
@@ -100,6 +106,12 @@ func (t *template) Close() error {
 // NewInstance starts an instance. For wasm-cgi it only reserves the template:
 // each invocation instantiates a fresh module.
 func (t *template) NewInstance(ctx context.Context) (runtime.Instance, error) {
+	if t.spares != nil {
+		if in, ok := t.spares.Take(ctx); ok {
+			t.spares.RefillLater()
+			return in, nil
+		}
+	}
 	if !t.acquire() {
 		return nil, runtime.Errorf(runtime.StartFailed, "wasm: template of %s v%d is closed", t.spec.Function, t.spec.Version)
 	}
@@ -113,6 +125,9 @@ func (t *template) NewInstance(ctx context.Context) (runtime.Instance, error) {
 	if err != nil {
 		t.release()
 		return nil, err
+	}
+	if t.spares != nil {
+		t.spares.RefillLater() // a function that fails to start gets no spare
 	}
 	return inst, nil
 }

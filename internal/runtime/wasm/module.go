@@ -16,6 +16,8 @@ type moduleInfo struct {
 	// memMin is the minimum page count of the module's own memory; -1 if it
 	// defines none.
 	memMin int64
+	// hasStart: the module has a start function, run at instantiation.
+	hasStart bool
 }
 
 type moduleImport struct {
@@ -83,6 +85,8 @@ func parseModule(code []byte) (*moduleInfo, error) {
 			err = parseMemories(&s, info)
 		case 7:
 			err = parseExports(&s, info)
+		case 8:
+			info.hasStart = true
 		}
 		if err != nil {
 			return nil, badModule(err)

@@ -28,6 +28,7 @@ import (
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"github.com/nimbusfn/nimbus/internal/runtime"
+	"github.com/nimbusfn/nimbus/internal/runtime/spare"
 )
 
 // Config configures the wasm runtimes.
@@ -84,7 +85,9 @@ type Runtime struct {
 	start      time.Time     // base of snapshot clocks
 	// memBytes is the linear memory allocated by all live instances.
 	memBytes atomic.Int64
-	closed   atomic.Bool
+	// spares bounds the templates' spare instances (spare.go).
+	spares spare.Set
+	closed atomic.Bool
 }
 
 var _ runtime.Runtime = (*Runtime)(nil)
@@ -104,6 +107,7 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		cfg.MaxModuleBytes = DefaultMaxModuleBytes
 	}
 	r := &Runtime{cfg: cfg, log: cfg.Logger.With("component", "wasm"), start: time.Now()}
+	r.spares.Max, r.spares.Linger = MaxSpares, SpareLinger
 	if cfg.CacheDir != "" {
 		c, err := wazero.NewCompilationCacheWithDir(cfg.CacheDir)
 		if err != nil {
@@ -233,6 +237,7 @@ func (r *Runtime) Prepare(ctx context.Context, spec *runtime.Spec, code []byte) 
 		cgi:           spec.Runtime == runtime.WasmCGI,
 		hasInit:       info.exportsFunc("_initialize"),
 		hasNimbusInit: info.exportsFunc("nimbus_init"),
+		hasStart:      info.hasStart,
 	}
 	t.modCfg = t.baseConfig()
 	t.refs.Store(1)
@@ -276,6 +281,14 @@ func (r *Runtime) Prepare(ctx context.Context, spec *runtime.Spec, code []byte) 
 		// this or another function) come from the disk cache.
 		t.snapStarted.Store(true)
 		t.snapshotNow(ctx)
+	}
+	if !t.cgi && !t.hasStart {
+		// The first spare: reserved now, so that a request arriving while
+		// it is made waits for it rather than instantiating another.
+		t.spares = spare.NewSlot(&r.spares, t.buildSpare, func(in *reactor) { _ = in.Close() })
+		if build := t.spares.Reserve(); build != nil {
+			go build()
+		}
 	}
 	return t, nil
 }
