@@ -86,7 +86,6 @@ func New(cfg Config) *Runtime {
 	}
 	log := cfg.Logger.With("component", "runtime.lambda")
 	rt := &Runtime{cfg: cfg, log: log, interp: interpreters{python: cfg.Python, node: cfg.Node, log: log}}
-	rt.spares.Max, rt.spares.Linger = MaxSpares, SpareLinger
 	rt.codeRoot = sync.OnceValues(func() (string, error) {
 		root, err := sandbox.CodeRoot(filepath.Join(cfg.CacheDir, "code"))
 		if err == nil && root != filepath.Join(cfg.CacheDir, "code") {

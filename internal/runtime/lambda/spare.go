@@ -2,7 +2,6 @@ package lambda
 
 import (
 	"context"
-	"time"
 
 	"github.com/nimbusfn/nimbus/internal/runtime/spare"
 )
@@ -18,10 +17,6 @@ import (
 // is prepared. Where processes cannot be held (no ptrace), there are no
 // spares: a running spare would run the function's init with no instance
 // to show for it.
-var (
-	MaxSpares   = 8                // per runtime, read by New
-	SpareLinger = 10 * time.Minute // read by New
-)
 
 // buildSpare makes a spare instance: its process held.
 func (t *template) buildSpare() (*instance, error) {

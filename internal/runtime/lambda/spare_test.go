@@ -108,13 +108,12 @@ func TestSpareInstances(t *testing.T) {
 	}
 }
 
-// At most MaxSpares spares exist: a new one replaces the oldest; one unused
-// for SpareLinger is killed.
+// At most the runtime's maximum of spares exist: a new one replaces the
+// oldest; one unused for the linger time is killed.
 func TestSpareLimitAndLinger(t *testing.T) {
 	needBuilds(t)
-	defer func(n int, d time.Duration) { MaxSpares, SpareLinger = n, d }(MaxSpares, SpareLinger)
-	MaxSpares, SpareLinger = 1, 2*time.Second
 	rt := newTestRuntime(t)
+	rt.spares.Max, rt.spares.Linger = 1, 2*time.Second
 	a, old := withSpare(t, rt, "spare-a")
 	b, newer := withSpare(t, rt, "spare-b")
 	if spareOf(a) != nil || rt.spareCount() != 1 {
@@ -123,7 +122,7 @@ func TestSpareLimitAndLinger(t *testing.T) {
 	waitGone(t, old)
 	eventually(t, 10*time.Second, func() error {
 		if spareOf(b) != nil || rt.spareCount() != 0 {
-			return fmt.Errorf("spare still there after SpareLinger")
+			return fmt.Errorf("spare still there after its linger time")
 		}
 		return nil
 	})

@@ -31,9 +31,16 @@ const Delay = 100 * time.Millisecond
 // can be made on this machine: the Set turns off.
 var ErrUnsupported = errors.New("spare instances are not possible here")
 
-// Set bounds the spares of one runtime.
+// Defaults of a Set's bounds.
+const (
+	DefaultMax    = 8
+	DefaultLinger = 10 * time.Minute
+)
+
+// Set bounds the spares of one runtime. Its zero value is ready to use.
 type Set struct {
-	// Max and Linger are read when a spare is made.
+	// Max and Linger are read when a spare is made; zero means
+	// DefaultMax and DefaultLinger.
 	Max    int
 	Linger time.Duration
 
@@ -45,6 +52,20 @@ type Set struct {
 
 // holder is a Slot of any instance type.
 type holder interface{ drop() }
+
+func (s *Set) max() int {
+	if s.Max > 0 {
+		return s.Max
+	}
+	return DefaultMax
+}
+
+func (s *Set) linger() time.Duration {
+	if s.Linger > 0 {
+		return s.Linger
+	}
+	return DefaultLinger
+}
 
 // Count reports how many spares exist or are being made.
 func (s *Set) Count() int { return int(s.count.Load()) }
@@ -178,7 +199,7 @@ func (sl *Slot[T]) RefillLater() {
 // it. With Max spares already, the oldest is dropped first.
 func (sl *Slot[T]) Reserve() func() {
 	set := sl.set
-	if set.Count() >= set.Max && !set.Off() {
+	if set.Count() >= set.max() && !set.Off() {
 		set.evictOldest(sl)
 	}
 	sl.mu.Lock()
@@ -186,7 +207,7 @@ func (sl *Slot[T]) Reserve() func() {
 	if sl.closed || sl.has || sl.making != nil || set.Off() {
 		return nil
 	}
-	if set.count.Add(1) > int32(set.Max) {
+	if set.count.Add(1) > int32(set.max()) {
 		set.count.Add(-1)
 		return nil
 	}
@@ -218,7 +239,7 @@ func (sl *Slot[T]) make(done chan struct{}) {
 	sl.set.held = append(sl.set.held, sl)
 	sl.set.mu.Unlock()
 	var t *time.Timer
-	t = time.AfterFunc(sl.set.Linger, func() {
+	t = time.AfterFunc(sl.set.linger(), func() {
 		sl.mu.Lock()
 		var old T
 		ok := false

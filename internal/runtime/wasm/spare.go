@@ -14,10 +14,6 @@ import (
 // snapshot, or one without _initialize, nimbus_init and a start function.
 // A spare has its memory but has never been called: it uses no CPU and
 // bills nothing. The first spare is made when a template is prepared.
-var (
-	MaxSpares   = 8                // per runtime, read by New
-	SpareLinger = 10 * time.Minute // read by New
-)
 
 // errNoSpare: instantiating this module now would run its code.
 var errNoSpare = errors.New("wasm: the module runs code when instantiated")

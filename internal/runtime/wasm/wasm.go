@@ -107,7 +107,6 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		cfg.MaxModuleBytes = DefaultMaxModuleBytes
 	}
 	r := &Runtime{cfg: cfg, log: cfg.Logger.With("component", "wasm"), start: time.Now()}
-	r.spares.Max, r.spares.Linger = MaxSpares, SpareLinger
 	if cfg.CacheDir != "" {
 		c, err := wazero.NewCompilationCacheWithDir(cfg.CacheDir)
 		if err != nil {
