@@ -197,6 +197,14 @@ func (p *Pool) startInline(ctx context.Context) (*Lease, error) {
 	p.mu.Lock()
 	p.starting--
 	p.inline--
+	if err != nil && p.closed {
+		// The version went away while it started (its template closed
+		// under the start): the request follows the registry, as any
+		// request that finds the pool closed does.
+		p.mu.Unlock()
+		p.inFlight.Add(-1)
+		return nil, ErrClosed
+	}
 	if err != nil {
 		p.startFailedLocked(err)
 		if len(p.all)+p.starting == 0 || p.closed {

@@ -87,6 +87,29 @@ func TestInlineStartServesTheRequester(t *testing.T) {
 	}
 }
 
+// A start that fails because the pool closed meanwhile (the version was
+// deleted and its template closed under the start) is ErrClosed, which
+// sends the request back to the registry, not the function's failure.
+func TestInlineStartFailingAfterCloseIsErrClosed(t *testing.T) {
+	s := &starter{gate: make(chan struct{})}
+	s.fail.Store(true)
+	p := NewPool(Config{InlineStart: true}, s.start, nil)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := p.Acquire(context.Background())
+		errc <- err
+	}()
+	waitFor(t, "the start", func() bool { return s.started.Load() == 1 })
+	p.Close()
+	close(s.gate)
+	if err := <-errc; !errors.Is(err, ErrClosed) {
+		t.Fatalf("Acquire = %v, want ErrClosed", err)
+	}
+	if st := p.Stats(); st.InFlight != 0 || st.Starting != 0 {
+		t.Fatalf("stats after the failed start: %+v", st)
+	}
+}
+
 // A burst from zero starts no more instances than requests need, and never
 // more than Max, whether requests start instances themselves or not.
 func TestInlineStartBurstStartsOnlyWhatIsNeeded(t *testing.T) {
