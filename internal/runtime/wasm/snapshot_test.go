@@ -86,7 +86,12 @@ func cmp(t *testing.T, a, b *recorder, what string) {
 }
 
 func TestSnapshotOff(t *testing.T) {
-	r := newRuntime(t)
+	// A cache of its own: other tests record refusals in the shared one.
+	r, err := New(context.Background(), Config{CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close(context.Background()) })
 	tpl := prepare(t, r, runtime.Spec{Function: "hello", Snapshot: false}, helloMod.get(t))
 	if isSnapshot(tpl) {
 		t.Fatal("Snapshot: false gave a snapshot")
