@@ -136,21 +136,21 @@ func (s *Service) httpListKeys(w http.ResponseWriter, r *http.Request, tenant st
 
 func (s *Service) httpWatch(w http.ResponseWriter, r *http.Request, tenant string) {
 	bucket := r.PathValue("bucket")
-	if _, err := s.open(r.Context(), tenant, bucket); err != nil {
-		apierr.Write(w, apiError(err))
-		return
-	}
 	rc := http.NewResponseController(w)
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.Header().Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	// A comment line tells the client the stream is open.
-	_, _ = io.WriteString(w, ": watching "+bucket+"\n\n")
-	if rc.Flush() != nil {
-		return
+	open := false
+	// The stream opens once the watch is in place, so that a client that
+	// writes when it sees the opening comment sees its own write.
+	ready := func() error {
+		open = true
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-cache")
+		w.Header().Set("X-Accel-Buffering", "no")
+		w.WriteHeader(http.StatusOK)
+		// A comment line tells the client the stream is open.
+		_, _ = io.WriteString(w, ": watching "+bucket+"\n\n")
+		return rc.Flush()
 	}
-	err := s.Watch(r.Context(), tenant, bucket, r.URL.Query().Get("prefix"), func(e Entry) error {
+	err := s.watch(r.Context(), tenant, bucket, r.URL.Query().Get("prefix"), ready, func(e Entry) error {
 		data, _ := json.Marshal(e)
 		kind := "kv.put"
 		if e.Op == "delete" {
@@ -161,6 +161,10 @@ func (s *Service) httpWatch(w http.ResponseWriter, r *http.Request, tenant strin
 		}
 		return rc.Flush()
 	})
+	if err != nil && !open {
+		apierr.Write(w, apiError(err))
+		return
+	}
 	if err != nil {
 		s.log.Debug("watch ended", "tenant", tenant, "bucket", bucket, "error", err)
 	}

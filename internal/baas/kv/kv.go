@@ -600,6 +600,12 @@ func (s *Service) keys(ctx context.Context, tenant, bucket string, h jetstream.K
 // Watch calls fn for every put and delete in bucket whose key starts with
 // prefix, from now on, until ctx ends or fn returns an error.
 func (s *Service) Watch(ctx context.Context, tenant, bucket, prefix string, fn func(Entry) error) error {
+	return s.watch(ctx, tenant, bucket, prefix, nil, fn)
+}
+
+// watch is Watch that calls ready, if set, once it watches: a write made
+// after ready returns is seen. An error from ready ends the watch.
+func (s *Service) watch(ctx context.Context, tenant, bucket, prefix string, ready func() error, fn func(Entry) error) error {
 	h, err := s.open(ctx, tenant, bucket)
 	if err != nil {
 		return err
@@ -615,6 +621,11 @@ func (s *Service) Watch(ctx context.Context, tenant, bucket, prefix string, fn f
 		return s.mapErr(tenant, bucket, "", err)
 	}
 	defer func() { _ = w.Stop() }()
+	if ready != nil {
+		if err := ready(); err != nil {
+			return err
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():

@@ -258,6 +258,16 @@ func TestWatchAndChangeEvents(t *testing.T) {
 	if _, err := e.svc.CreateBucket(ctx, "acme", "live.data", BucketOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// Watching a bucket that does not exist is a 404, not an empty stream.
+	missing, _ := http.NewRequestWithContext(ctx, "GET", e.srv.URL+"/api/v1/kv/no.such?watch=1", nil)
+	missing.Header.Set("X-Tenant", "acme")
+	if r, err := http.DefaultClient.Do(missing); err != nil {
+		t.Fatal(err)
+	} else if r.Body.Close(); r.StatusCode != http.StatusNotFound {
+		t.Fatalf("watch of a missing bucket: %d, want 404", r.StatusCode)
+	}
+	// The opening comment comes once the watch is in place: the writes
+	// made right after it are all seen.
 	req, _ := http.NewRequestWithContext(ctx, "GET", e.srv.URL+"/api/v1/kv/live.data?watch=1&prefix=room/", nil)
 	req.Header.Set("X-Tenant", "acme")
 	r, err := http.DefaultClient.Do(req)
