@@ -141,12 +141,8 @@ func (rt *Runtime) Prepare(ctx context.Context, spec *runtime.Spec, code []byte)
 	default:
 		return nil, fmt.Errorf("lambda runtime cannot run runtime %q", s.Runtime)
 	}
-	// The first spare: reserved now, so that a request arriving while it
-	// is made waits for it rather than starting another process.
 	t.spares = spare.NewSlot(&rt.spares, t.buildSpare, func(in *instance) { _ = in.Close() })
-	if build := t.spares.Reserve(); build != nil {
-		go build()
-	}
+	t.spares.Prime()
 	return t, nil
 }
 

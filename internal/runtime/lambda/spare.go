@@ -35,6 +35,3 @@ func (t *template) buildSpare() (*instance, error) {
 	}
 	return in, nil
 }
-
-// spareCount reports how many spare instances the runtime holds or makes.
-func (rt *Runtime) spareCount() int { return rt.spares.Count() }

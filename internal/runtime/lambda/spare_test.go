@@ -73,8 +73,8 @@ func TestSpareInstances(t *testing.T) {
 	if st := procState(t, held.p.Pid()); st != "t" {
 		t.Fatalf("spare process is in state %s, want t (stopped before its first instruction)", st)
 	}
-	if rt.spareCount() != 1 {
-		t.Fatalf("spareCount = %d, want 1", rt.spareCount())
+	if rt.spares.Count() != 1 {
+		t.Fatalf("spares = %d, want 1", rt.spares.Count())
 	}
 
 	inst, err := tpl.NewInstance(ctx)
@@ -95,15 +95,15 @@ func TestSpareInstances(t *testing.T) {
 
 	_ = tpl.Close()
 	waitGone(t, next)
-	if rt.spareCount() != 0 {
-		t.Fatalf("spareCount = %d after Close, want 0", rt.spareCount())
+	if rt.spares.Count() != 0 {
+		t.Fatalf("spares = %d after Close, want 0", rt.spares.Count())
 	}
 	// A closed template makes no spare, even after a start.
 	if in, err := tpl.NewInstance(ctx); err == nil {
 		_ = in.Close()
 	}
 	time.Sleep(3 * spare.Delay)
-	if spareOf(tt) != nil || rt.spareCount() != 0 {
+	if spareOf(tt) != nil || rt.spares.Count() != 0 {
 		t.Fatal("a closed template made a spare")
 	}
 }
@@ -116,12 +116,12 @@ func TestSpareLimitAndLinger(t *testing.T) {
 	rt.spares.Max, rt.spares.Linger = 1, 2*time.Second
 	a, old := withSpare(t, rt, "spare-a")
 	b, newer := withSpare(t, rt, "spare-b")
-	if spareOf(a) != nil || rt.spareCount() != 1 {
-		t.Fatalf("the oldest spare was not replaced (count %d)", rt.spareCount())
+	if spareOf(a) != nil || rt.spares.Count() != 1 {
+		t.Fatalf("the oldest spare was not replaced (count %d)", rt.spares.Count())
 	}
 	waitGone(t, old)
 	eventually(t, 10*time.Second, func() error {
-		if spareOf(b) != nil || rt.spareCount() != 0 {
+		if spareOf(b) != nil || rt.spares.Count() != 0 {
 			return fmt.Errorf("spare still there after its linger time")
 		}
 		return nil

@@ -216,6 +216,14 @@ func (sl *Slot[T]) Reserve() func() {
 	return func() { sl.make(done) }
 }
 
+// Prime makes the slot's first spare in the background, reserved now: a
+// Take meanwhile waits for it rather than starting another instance.
+func (sl *Slot[T]) Prime() {
+	if build := sl.Reserve(); build != nil {
+		go build()
+	}
+}
+
 // make builds the spare Reserve claimed; done is closed when it is ready or
 // failed.
 func (sl *Slot[T]) make(done chan struct{}) {

@@ -97,7 +97,7 @@ func TestTakeGivesUpWithItsContext(t *testing.T) {
 	set := &Set{Max: 8, Linger: time.Hour}
 	m := &maker{delay: time.Second}
 	sl := NewSlot(set, m.build, discard)
-	go sl.Reserve()()
+	sl.Prime()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	if _, ok := sl.Take(ctx); ok {

@@ -282,12 +282,8 @@ func (r *Runtime) Prepare(ctx context.Context, spec *runtime.Spec, code []byte) 
 		t.snapshotNow(ctx)
 	}
 	if !t.cgi && !t.hasStart {
-		// The first spare: reserved now, so that a request arriving while
-		// it is made waits for it rather than instantiating another.
 		t.spares = spare.NewSlot(&r.spares, t.buildSpare, func(in *reactor) { _ = in.Close() })
-		if build := t.spares.Reserve(); build != nil {
-			go build()
-		}
+		t.spares.Prime()
 	}
 	return t, nil
 }
