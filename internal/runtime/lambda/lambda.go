@@ -142,7 +142,7 @@ func (rt *Runtime) Prepare(ctx context.Context, spec *runtime.Spec, code []byte)
 		return nil, fmt.Errorf("lambda runtime cannot run runtime %q", s.Runtime)
 	}
 	t.spares = spare.NewSlot(&rt.spares, t.buildSpare, func(in *instance) { _ = in.Close() })
-	t.spares.Prime()
+	t.spares.Fill()
 	return t, nil
 }
 

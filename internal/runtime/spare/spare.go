@@ -216,11 +216,14 @@ func (sl *Slot[T]) Reserve() func() {
 	return func() { sl.make(done) }
 }
 
-// Prime makes the slot's first spare in the background, reserved now: a
-// Take meanwhile waits for it rather than starting another instance.
-func (sl *Slot[T]) Prime() {
+// Fill makes the slot's spare now and returns once it is ready or failed,
+// unless the slot has one, one is being made, or spares are off. A
+// template's first spare is made this way when it is prepared, so that a
+// function deployed is ready to start: the first call right after a deploy
+// takes the spare instead of waiting for the rest of one being made.
+func (sl *Slot[T]) Fill() {
 	if build := sl.Reserve(); build != nil {
-		go build()
+		build()
 	}
 }
 

@@ -97,7 +97,8 @@ func TestTakeGivesUpWithItsContext(t *testing.T) {
 	set := &Set{Max: 8, Linger: time.Hour}
 	m := &maker{delay: time.Second}
 	sl := NewSlot(set, m.build, discard)
-	sl.Prime()
+	build := sl.Reserve() // reserved now; made in the background
+	go build()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	if _, ok := sl.Take(ctx); ok {
@@ -154,5 +155,26 @@ func TestFailedAndUnsupportedBuilds(t *testing.T) {
 	}
 	if sl.Reserve() != nil || set.Count() != 0 {
 		t.Fatal("a slot reserved a spare with spares off")
+	}
+}
+
+func TestFillMakesTheSpareBeforeReturning(t *testing.T) {
+	set := &Set{Max: 8, Linger: time.Hour}
+	m := &maker{delay: 20 * time.Millisecond}
+	sl := NewSlot(set, m.build, discard)
+	sl.Fill()
+	th, ok := sl.Peek()
+	if !ok {
+		t.Fatal("Fill returned before the spare was made")
+	}
+	sl.Fill() // has one: makes no other
+	if m.n != 1 || set.Count() != 1 {
+		t.Fatalf("after a second Fill: %d made, %d counted; want 1 and 1", m.n, set.Count())
+	}
+	sl.Close()
+	waitClosed(t, th)
+	sl.Fill() // closed: makes none
+	if m.n != 1 || set.Count() != 0 {
+		t.Fatalf("Fill on a closed slot: %d made, %d counted; want 1 and 0", m.n, set.Count())
 	}
 }

@@ -283,7 +283,7 @@ func (r *Runtime) Prepare(ctx context.Context, spec *runtime.Spec, code []byte) 
 	}
 	if !t.cgi && !t.hasStart {
 		t.spares = spare.NewSlot(&r.spares, t.buildSpare, func(in *reactor) { _ = in.Close() })
-		t.spares.Prime()
+		t.spares.Fill()
 	}
 	return t, nil
 }
