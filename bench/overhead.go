@@ -97,7 +97,7 @@ func overheadSuite() error {
 		s, stop, err := startNimbus(func(c *server.Config) {
 			c.NoMetering = !v.meter
 			if v.tracing {
-				c.TracingEndpoint = sink.url
+				c.Tracing.Endpoint = sink.url
 			}
 		})
 		if err != nil {

@@ -1,9 +1,11 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/nimbusfn/nimbus/internal/apierr"
@@ -17,8 +19,9 @@ import (
 // startAccess starts tenants, API keys, secrets and end-user auth, and reads
 // the admin key that the first start wrote.
 func (s *Server) startAccess(ctx context.Context) error {
+	s.checkSecretsKeyFile()
 	ts, err := tenant.New(tenant.Config{
-		Bus: s.Bus, DataDir: s.cfg.DataDir, AllowLoopbackAdmin: true, Logger: s.cfg.Logger,
+		Bus: s.Bus, DataDir: s.cfg.DataDir, SecretsKey: s.cfg.SecretsKey, AllowLoopbackAdmin: true, Logger: s.cfg.Logger,
 		BeforeDeleteTenant: func(ctx context.Context, name string) error {
 			if n := s.Registry.Count(name); n > 0 {
 				return apierr.New(apierr.Conflict, "tenant %q still has %d functions: remove them first", name, n)
@@ -61,6 +64,19 @@ func (s *Server) startAccess(ctx context.Context) error {
 	s.onStop(as.Stop)
 	s.Auth = as
 	return nil
+}
+
+// checkSecretsKeyFile warns when the secrets key comes from the config but
+// the data directory holds a different, generated one: the secrets stored
+// under that one (before the key was configured) cannot be read any more.
+func (s *Server) checkSecretsKeyFile() {
+	if s.cfg.SecretsKey == nil {
+		return
+	}
+	p := filepath.Join(s.cfg.DataDir, "secrets.key")
+	if old, err := os.ReadFile(p); err == nil && !bytes.Equal(old, s.cfg.SecretsKey) {
+		s.log.Warn("the configured secrets key differs from the data directory's secrets.key: secrets set under that file's key cannot be read; configure that key instead (base64 < secrets.key) or set them again", "file", p)
+	}
 }
 
 // tenantOf is the tenant an authenticated API request acts for.

@@ -108,7 +108,7 @@ func BenchmarkGatewayFeatures(b *testing.B) {
 			e := testenv.Start(b, func(c *server.Config) {
 				c.NoMetering = !v.meter
 				if v.tracing {
-					c.TracingEndpoint = sink.URL
+					c.Tracing.Endpoint = sink.URL
 				}
 			})
 			cfg := registry.Config{Scale: registry.Scale{Min: 1}}

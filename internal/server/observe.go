@@ -21,15 +21,21 @@ func (s *Server) startMetering(ctx context.Context) error {
 		return err
 	}
 	s.onStop(s.publisher.Stop)
-	s.Meter = metering.NewMeter(metering.MeterConfig{Bus: s.Bus, Logger: s.cfg.Logger})
+	s.Meter = metering.NewMeter(metering.MeterConfig{Bus: s.Bus, Prices: s.cfg.Prices, Logger: s.cfg.Logger})
 	if err := s.Meter.Start(ctx); err != nil {
 		return err
 	}
 	s.onStop(s.Meter.Stop)
 	s.Quotas = metering.NewQuotas(func(t string) metering.Limits { return metering.Limits(s.Tenants.Quotas(t)) })
 	s.Quotas.UseMeter(s.Meter)
-	if s.cfg.TracingEndpoint != "" {
-		s.Tracer = telemetry.NewTracer(telemetry.TracingConfig{Endpoint: s.cfg.TracingEndpoint, ServiceName: "nimbus", Logger: s.cfg.Logger})
+	if tc := s.cfg.Tracing; tc.Endpoint != "" || tc.TracesURL != "" {
+		if tc.ServiceName == "" {
+			tc.ServiceName = "nimbus"
+		}
+		if tc.Logger == nil {
+			tc.Logger = s.cfg.Logger
+		}
+		s.Tracer = telemetry.NewTracer(tc)
 		if err := s.Tracer.Start(ctx); err != nil {
 			return err
 		}

@@ -10,7 +10,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +26,7 @@ import (
 	"github.com/nimbusfn/nimbus/internal/metering"
 	"github.com/nimbusfn/nimbus/internal/registry"
 	"github.com/nimbusfn/nimbus/internal/server"
+	"github.com/nimbusfn/nimbus/internal/telemetry/otlptest"
 	"github.com/nimbusfn/nimbus/internal/testenv"
 )
 
@@ -347,50 +347,10 @@ func mustReq(t *testing.T, method, url, key string) *http.Request {
 	return req
 }
 
-// otlpReceiver is an in-process OTLP/HTTP trace receiver (JSON encoding).
-type otlpReceiver struct {
-	srv   *httptest.Server
-	mu    sync.Mutex
-	spans []map[string]any
-}
-
-func newOTLPReceiver(t *testing.T) *otlpReceiver {
-	r := &otlpReceiver{}
-	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if req.URL.Path != "/v1/traces" || req.Method != "POST" {
-			http.NotFound(w, req)
-			return
-		}
-		var doc struct {
-			ResourceSpans []struct {
-				ScopeSpans []struct {
-					Spans []map[string]any `json:"spans"`
-				} `json:"scopeSpans"`
-			} `json:"resourceSpans"`
-		}
-		if err := json.NewDecoder(req.Body).Decode(&doc); err != nil {
-			http.Error(w, err.Error(), 400)
-			return
-		}
-		r.mu.Lock()
-		for _, rs := range doc.ResourceSpans {
-			for _, ss := range rs.ScopeSpans {
-				r.spans = append(r.spans, ss.Spans...)
-			}
-		}
-		r.mu.Unlock()
-		w.Header().Set("Content-Type", "application/json")
-		w.Write([]byte("{}"))
-	}))
-	t.Cleanup(r.srv.Close)
-	return r
-}
-
-func (r *otlpReceiver) find(traceID string) []map[string]any {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+// spansOf returns the spans of trace traceID that r received.
+func spansOf(r *otlptest.Receiver, traceID string) []map[string]any {
 	var out []map[string]any
-	for _, s := range r.spans {
+	for _, s := range r.Spans() {
 		if s["traceId"] == traceID {
 			out = append(out, s)
 		}
@@ -402,8 +362,8 @@ func (r *otlpReceiver) find(traceID string) []map[string]any {
 // through the gateway into the function, and that the exported server span
 // belongs to the caller's trace with the caller's span as parent.
 func TestTracingThroughTheGateway(t *testing.T) {
-	rcv := newOTLPReceiver(t)
-	e := testenv.Start(t, func(c *server.Config) { c.TracingEndpoint = rcv.srv.URL })
+	rcv := otlptest.New(t) // the default encoding, protobuf
+	e := testenv.Start(t, func(c *server.Config) { c.Tracing.Endpoint = rcv.URL })
 	e.Deploy("echo", echo(t), registry.Config{})
 	const traceID, parentID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 	resp, body := e.Do("GET", "/fn/echo/traced", nil, "Traceparent", "00-"+traceID+"-"+parentID+"-01")
@@ -421,7 +381,7 @@ func TestTracingThroughTheGateway(t *testing.T) {
 	}
 	var span map[string]any
 	testenv.Eventually(t, 20*time.Second, func() error {
-		for _, s := range rcv.find(traceID) {
+		for _, s := range spansOf(rcv, traceID) {
 			if s["parentSpanId"] == parentID {
 				span = s
 				return nil

@@ -4,14 +4,18 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -63,8 +67,16 @@ type Config struct {
 	Node string
 	// MaxBody limits synchronous request bodies (default 6 MB).
 	MaxBody int64
-	// TracingEndpoint, when set, exports traces over OTLP/HTTP there.
-	TracingEndpoint string
+	// Tracing exports traces over OTLP/HTTP when Tracing.Endpoint or
+	// Tracing.TracesURL is set (see telemetry.TracingConfig; the server
+	// fills ServiceName "nimbus" when empty, and Logger when nil).
+	Tracing telemetry.TracingConfig
+	// Prices turn usage into cost in usage reports; a zero field is the
+	// default (metering.DefaultPrices, AWS Lambda's x86 list prices).
+	Prices metering.Prices
+	// SecretsKey is the 32-byte key that encrypts secrets at rest. When nil
+	// it is read from DataDir/secrets.key, generated there on first start.
+	SecretsKey []byte
 	// LogRetention keeps function logs this long (default 7 days).
 	LogRetention time.Duration
 	// NoMetering drops invocation records instead of publishing them as usage
@@ -112,6 +124,10 @@ type Server struct {
 
 // New validates cfg and fills defaults.
 func New(cfg Config) (*Server, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	cfg.SecretsKey = bytes.Clone(cfg.SecretsKey)
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:8080"
 	}
@@ -133,6 +149,47 @@ func New(cfg Config) (*Server, error) {
 		cfg.CacheDir = filepath.Join(cfg.DataDir, "cache")
 	}
 	return &Server{cfg: cfg, log: cfg.Logger.With("component", "server")}, nil
+}
+
+// check refuses the values that no default can stand in for, saying what
+// to use instead.
+func (c *Config) check() error {
+	tr := c.Tracing
+	for _, u := range []struct{ name, url, example string }{
+		{"tracing endpoint", tr.Endpoint, "http://collector:4318"},
+		{"tracing traces URL", tr.TracesURL, "http://collector:4318/v1/traces"},
+	} {
+		if u.url != "" && !httpURL(u.url) {
+			return fmt.Errorf("%s %q: use an http:// or https:// URL such as %s", u.name, u.url, u.example)
+		}
+	}
+	if err := telemetry.CheckProtocol(tr.Protocol); err != nil {
+		return fmt.Errorf("tracing: %w", err)
+	}
+	if r := tr.SampleRatio; !(r >= 0 && r <= 1) {
+		return fmt.Errorf("tracing sample ratio %v: use a number from 0 to 1 (0 and 1 both record every trace)", r)
+	}
+	for _, p := range []struct {
+		name     string
+		v, deflt float64
+	}{
+		{"price per million requests", c.Prices.PerMillionRequests, metering.DefaultPrices.PerMillionRequests},
+		{"price per GB-second", c.Prices.PerGBSecond, metering.DefaultPrices.PerGBSecond},
+	} {
+		if !(p.v >= 0) || math.IsInf(p.v, 0) {
+			return fmt.Errorf("%s %v: use US dollars, 0 or more (0 means the default, %s)", p.name, p.v, strconv.FormatFloat(p.deflt, 'f', -1, 64))
+		}
+	}
+	if c.SecretsKey != nil && len(c.SecretsKey) != 32 {
+		return fmt.Errorf("secrets key of %d bytes: it must be 32 bytes (tenant.ParseSecretsKey reads 64 hex digits or base64)", len(c.SecretsKey))
+	}
+	return nil
+}
+
+// httpURL reports whether s is an absolute http or https URL with a host.
+func httpURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
 }
 
 // Addr is the HTTP address the server listens on (after Start).

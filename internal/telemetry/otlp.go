@@ -23,8 +23,14 @@ import (
 // exported: spans only carry ids so that traceparent headers stay connected.
 type TracingConfig struct {
 	// Endpoint is the OTLP/HTTP base URL (http://collector:4318); spans are
-	// POSTed as OTLP JSON to Endpoint + "/v1/traces".
+	// POSTed to Endpoint + "/v1/traces" (OTEL_EXPORTER_OTLP_ENDPOINT).
 	Endpoint string
+	// TracesURL, when set, is the full URL spans are POSTed to instead
+	// (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT).
+	TracesURL string
+	// Protocol is the export encoding: ProtocolProtobuf (the default, as
+	// for OpenTelemetry's SDKs) or ProtocolJSON.
+	Protocol string
 	// ServiceName is the resource's service.name; default "nimbus".
 	ServiceName string
 	// SampleRatio is the share of new traces recorded (0 means all); a trace
@@ -43,6 +49,24 @@ type TracingConfig struct {
 	Logger  *slog.Logger
 }
 
+// The OTLP/HTTP encodings (OTEL_EXPORTER_OTLP_PROTOCOL's values).
+const (
+	ProtocolProtobuf = "http/protobuf"
+	ProtocolJSON     = "http/json"
+)
+
+// CheckProtocol returns an error that says what to use when p is neither
+// OTLP/HTTP encoding ("" is the default, protobuf).
+func CheckProtocol(p string) error {
+	switch p {
+	case "", ProtocolProtobuf, ProtocolJSON:
+		return nil
+	case "grpc":
+		return fmt.Errorf("OTLP protocol %q: Nimbus exports over OTLP/HTTP only; use %s (the default) or %s, with the collector's HTTP port (4318)", p, ProtocolProtobuf, ProtocolJSON)
+	}
+	return fmt.Errorf("OTLP protocol %q: use %s (the default) or %s", p, ProtocolProtobuf, ProtocolJSON)
+}
+
 // TraceStats counts exported, dropped and failed spans since start.
 type TraceStats struct {
 	Exported, Dropped, Failed uint64
@@ -51,12 +75,14 @@ type TraceStats struct {
 // Tracer starts spans and exports the recorded ones. A nil *Tracer is valid
 // and records nothing.
 type Tracer struct {
-	cfg    TracingConfig
-	log    *slog.Logger
-	client *http.Client
-	buf    []byte // the export being sent (the run goroutine's)
-	url    string
-	on     atomic.Bool // exporting
+	cfg         TracingConfig
+	log         *slog.Logger
+	client      *http.Client
+	buf         []byte // the export being sent (the run goroutine's)
+	spanBuf     []byte // the run goroutine's scratch for protobuf exports
+	contentType string
+	url         string
+	on          atomic.Bool // exporting
 
 	// Finished spans wait in pending; the exporter takes them every
 	// FlushInterval, or when kicked because a batch is full. No channel
@@ -93,13 +119,25 @@ func NewTracer(cfg TracingConfig) *Tracer {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second
 	}
+	if cfg.Protocol == "" {
+		cfg.Protocol = ProtocolProtobuf
+	}
 	lg := cfg.Logger
 	if lg == nil {
 		lg = slog.Default()
 	}
 	t := &Tracer{cfg: cfg, log: lg.With("component", "tracing"), client: &http.Client{Timeout: cfg.Timeout}}
-	if cfg.Endpoint != "" {
+	t.contentType = "application/x-protobuf"
+	if cfg.Protocol == ProtocolJSON {
+		t.contentType = "application/json"
+	}
+	switch {
+	case cfg.TracesURL != "":
+		t.url = cfg.TracesURL
+	case cfg.Endpoint != "":
 		t.url = strings.TrimRight(cfg.Endpoint, "/") + "/v1/traces"
+	}
+	if t.url != "" {
 		t.kick = make(chan struct{}, 1)
 	}
 	return t
@@ -257,7 +295,11 @@ func (t *Tracer) run(ctx context.Context, done chan struct{}) {
 }
 
 func (t *Tracer) send(ctx context.Context, spans []*Span) {
-	t.buf = t.appendExport(t.buf[:0], spans)
+	if t.cfg.Protocol == ProtocolJSON {
+		t.buf = t.appendExport(t.buf[:0], spans)
+	} else {
+		t.buf, t.spanBuf = t.appendExportProto(t.buf[:0], t.spanBuf, spans)
+	}
 	err := t.post(ctx, t.buf)
 	if err != nil {
 		t.failed.Add(uint64(len(spans)))
@@ -272,7 +314,7 @@ func (t *Tracer) post(ctx context.Context, body []byte) error {
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Type", t.contentType)
 	for k, v := range t.cfg.Headers {
 		req.Header.Set(k, v)
 	}
@@ -288,7 +330,8 @@ func (t *Tracer) post(ctx context.Context, body []byte) error {
 	return nil
 }
 
-// The OTLP/HTTP JSON encoding (opentelemetry-proto, JSON mapping): ids are
+// The OTLP/HTTP JSON encoding (opentelemetry-proto, JSON mapping; the
+// binary encoding is in otlp_proto.go): ids are
 // hex strings, 64-bit integers are decimal strings, enums are numbers.
 
 // appendExport appends the OTLP/HTTP JSON export of spans to b: the same
@@ -298,7 +341,7 @@ func (t *Tracer) post(ctx context.Context, body []byte) error {
 func (t *Tracer) appendExport(b []byte, spans []*Span) []byte {
 	b = append(b, `{"resourceSpans":[{"resource":{"attributes":`...)
 	b = appendAttrs(b, []Attr{String("service.name", t.cfg.ServiceName)})
-	b = append(b, `},"scopeSpans":[{"scope":{"name":"github.com/nimbusfn/nimbus"},"spans":[`...)
+	b = append(b, `},"scopeSpans":[{"scope":{"name":"`+scopeName+`"},"spans":[`...)
 	var hexbuf [32]byte
 	for i, s := range spans {
 		if i > 0 {

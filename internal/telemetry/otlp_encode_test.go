@@ -4,8 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 	"time"
+
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 // The reference encoding: the OTLP/HTTP JSON document built as structs and
@@ -147,15 +151,100 @@ func BenchmarkAppendExport(b *testing.B) {
 		s.sc.TraceID, s.sc.SpanID = newTraceID(), newSpanID()
 		spans[i] = s
 	}
-	b.Run("append", func(b *testing.B) {
+	b.Run("json", func(b *testing.B) {
 		var buf []byte
 		for b.Loop() {
 			buf = tr.appendExport(buf[:0], spans)
 		}
+		b.ReportMetric(float64(len(buf))/float64(len(spans)), "bytes/span")
+	})
+	b.Run("protobuf", func(b *testing.B) {
+		var buf, scratch []byte
+		for b.Loop() {
+			buf, scratch = tr.appendExportProto(buf[:0], scratch, spans)
+		}
+		b.ReportMetric(float64(len(buf))/float64(len(spans)), "bytes/span")
 	})
 	b.Run("encoding-json", func(b *testing.B) {
 		for b.Loop() {
 			json.Marshal(tr.encode(spans))
 		}
 	})
+}
+
+// TestAppendExportProtoDecodes: the protobuf export, decoded with the
+// OpenTelemetry project's generated types, carries every field of every
+// span: ids, parent, tracestate, flags, name, kind, times, each attribute
+// kind (negative ints, NaN, non-ASCII strings), status code and message.
+func TestAppendExportProtoDecodes(t *testing.T) {
+	tr := NewTracer(TracingConfig{ServiceName: "svc é"})
+	now := time.Unix(1700000000, 123456789)
+	mk := func(name string, parent bool, attrs ...Attr) *Span {
+		s := &Span{name: name, kind: KindServer, start: now.UnixNano(), end: now.Add(1500 * time.Microsecond).UnixNano(), attrs: attrs}
+		s.sc.TraceID, s.sc.SpanID = newTraceID(), newSpanID()
+		if parent {
+			s.parent = newSpanID()
+		}
+		return s
+	}
+	a := mk("invoke hello", false, String("faas.name", "hello"), Int("n", -42), Int("big", 1<<40), Bool("ok", true), Bool("no", false), Float("f", 0.25), Float("nan", math.NaN()))
+	b := mk("kv.get été\n\"q\"", true, String("k", strings.Repeat("x", 300)))
+	b.sc.State, b.sc.Flags = "a=1,b=2", FlagSampled
+	b.status, b.message = StatusError, "kaboom"
+	c := mk("", true)
+	c.kind, c.status = 0, StatusOK
+	var buf, scratch []byte
+	for _, spans := range [][]*Span{{a}, {a, b, c}, {}} {
+		buf, scratch = tr.appendExportProto(buf[:0], scratch, spans)
+		var td tracepb.TracesData
+		if err := proto.Unmarshal(buf, &td); err != nil {
+			t.Fatalf("%d spans: %v", len(spans), err)
+		}
+		if len(td.ResourceSpans) != 1 || len(td.ResourceSpans[0].ScopeSpans) != 1 {
+			t.Fatalf("shape: %v", &td)
+		}
+		rs := td.ResourceSpans[0]
+		if kv := rs.Resource.GetAttributes(); len(kv) != 1 || kv[0].Key != "service.name" || kv[0].Value.GetStringValue() != "svc é" {
+			t.Errorf("resource attributes %v", kv)
+		}
+		ss := rs.ScopeSpans[0]
+		if ss.Scope.GetName() != scopeName || len(ss.Spans) != len(spans) {
+			t.Fatalf("scope %q with %d spans, want %q with %d", ss.Scope.GetName(), len(ss.Spans), scopeName, len(spans))
+		}
+		for i, want := range spans {
+			got := ss.Spans[i]
+			var parent []byte
+			if want.parent.IsValid() {
+				parent = want.parent[:]
+			}
+			if string(got.TraceId) != string(want.sc.TraceID[:]) || string(got.SpanId) != string(want.sc.SpanID[:]) ||
+				string(got.ParentSpanId) != string(parent) || got.TraceState != want.sc.State || got.Flags != uint32(want.sc.Flags) ||
+				got.Name != want.name || int(got.Kind) != int(want.kind) ||
+				got.StartTimeUnixNano != uint64(want.start) || got.EndTimeUnixNano != uint64(want.end) ||
+				int(got.Status.GetCode()) != int(want.status) || got.Status.GetMessage() != want.message {
+				t.Errorf("span %d decoded as %v", i, got)
+			}
+			if len(got.Attributes) != len(want.attrs) {
+				t.Fatalf("span %d: %d attributes, want %d", i, len(got.Attributes), len(want.attrs))
+			}
+			for j, wa := range want.attrs {
+				ga := got.Attributes[j]
+				ok := ga.Key == wa.Key
+				switch wa.kind {
+				case attrString:
+					ok = ok && ga.Value.GetStringValue() == wa.s
+				case attrInt:
+					ok = ok && ga.Value.GetIntValue() == wa.n
+				case attrBool:
+					ok = ok && ga.Value.GetBoolValue() == (wa.n != 0) && ga.Value.GetValue() != nil
+				case attrFloat:
+					f := ga.Value.GetDoubleValue()
+					ok = ok && (f == wa.float() || math.IsNaN(f) && math.IsNaN(wa.float()))
+				}
+				if !ok {
+					t.Errorf("span %d attribute %d: %v, want %+v", i, j, ga, wa)
+				}
+			}
+		}
+	}
 }

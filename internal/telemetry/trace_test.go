@@ -2,15 +2,14 @@ package telemetry
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/nimbusfn/nimbus/internal/telemetry/otlptest"
 )
 
 func TestParseTraceparent(t *testing.T) {
@@ -80,76 +79,32 @@ func TestValidTracestate(t *testing.T) {
 	}
 }
 
-// otlpReceiver is an in-process OTLP/HTTP collector that decodes the JSON.
-type otlpReceiver struct {
-	srv   *httptest.Server
-	mu    sync.Mutex
-	spans []map[string]any
-	svc   []string
-	bad   []string
-}
-
-func newOTLPReceiver(t *testing.T) *otlpReceiver {
-	r := &otlpReceiver{}
-	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		body, _ := io.ReadAll(req.Body)
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		if req.URL.Path != "/v1/traces" || req.Method != "POST" || req.Header.Get("Content-Type") != "application/json" {
-			r.bad = append(r.bad, req.Method+" "+req.URL.Path+" "+req.Header.Get("Content-Type"))
-			http.Error(w, "bad request", 400)
-			return
-		}
-		var doc struct {
-			ResourceSpans []struct {
-				Resource struct {
-					Attributes []struct {
-						Key   string `json:"key"`
-						Value struct {
-							StringValue string `json:"stringValue"`
-						} `json:"value"`
-					} `json:"attributes"`
-				} `json:"resource"`
-				ScopeSpans []struct {
-					Spans []map[string]any `json:"spans"`
-				} `json:"scopeSpans"`
-			} `json:"resourceSpans"`
-		}
-		if err := json.Unmarshal(body, &doc); err != nil {
-			r.bad = append(r.bad, err.Error())
-			http.Error(w, err.Error(), 400)
-			return
-		}
-		for _, rs := range doc.ResourceSpans {
-			for _, a := range rs.Resource.Attributes {
-				if a.Key == "service.name" {
-					r.svc = append(r.svc, a.Value.StringValue)
-				}
-			}
-			for _, ss := range rs.ScopeSpans {
-				r.spans = append(r.spans, ss.Spans...)
-			}
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{}`))
-	}))
-	t.Cleanup(r.srv.Close)
-	return r
-}
-
-func (r *otlpReceiver) byName() map[string]map[string]any {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+// byName indexes the spans r received by name.
+func byName(r *otlptest.Receiver) map[string]map[string]any {
 	out := map[string]map[string]any{}
-	for _, s := range r.spans {
+	for _, s := range r.Spans() {
 		out[s["name"].(string)] = s
 	}
 	return out
 }
 
+// TestTracingExportsOTLPFollowingTraceparent exports in both OTLP/HTTP
+// encodings; the receiver decodes protobuf with the OpenTelemetry project's
+// generated types.
 func TestTracingExportsOTLPFollowingTraceparent(t *testing.T) {
-	rcv := newOTLPReceiver(t)
-	tr := NewTracer(TracingConfig{Endpoint: rcv.srv.URL, ServiceName: "nimbus-test", FlushInterval: 50 * time.Millisecond})
+	for _, c := range []struct{ protocol, contentType string }{
+		{"", "application/x-protobuf"}, // the default
+		{ProtocolProtobuf, "application/x-protobuf"},
+		{ProtocolJSON, "application/json"},
+	} {
+		t.Run(c.contentType+"/"+c.protocol, func(t *testing.T) { testTracingExport(t, c.protocol, c.contentType) })
+	}
+}
+
+func testTracingExport(t *testing.T, protocol, contentType string) {
+	rcv := otlptest.New(t)
+	tr := NewTracer(TracingConfig{Endpoint: rcv.URL, ServiceName: "nimbus-test", FlushInterval: 50 * time.Millisecond,
+		Protocol: protocol, Headers: map[string]string{"Authorization": "Bearer collector-token"}})
 	ctx := context.Background()
 	if err := tr.Start(ctx); err != nil {
 		t.Fatal(err)
@@ -193,12 +148,12 @@ func TestTracingExportsOTLPFollowingTraceparent(t *testing.T) {
 	root.End(StatusOK)
 
 	eventually(t, 10*time.Second, func() error {
-		if n := len(rcv.byName()); n < 4 {
+		if n := len(byName(rcv)); n < 4 {
 			return fmt.Errorf("%d spans received", n)
 		}
 		return nil
 	})
-	spans := rcv.byName()
+	spans := byName(rcv)
 	if _, ok := spans["unsampled"]; ok {
 		t.Error("an unsampled span was exported")
 	}
@@ -238,16 +193,22 @@ func TestTracingExportsOTLPFollowingTraceparent(t *testing.T) {
 			t.Errorf("attributes %s lack %s", attrs, want)
 		}
 	}
-	rcv.mu.Lock()
-	defer rcv.mu.Unlock()
-	if len(rcv.bad) > 0 || len(rcv.svc) == 0 || rcv.svc[0] != "nimbus-test" {
-		t.Errorf("receiver: bad %v, service names %v", rcv.bad, rcv.svc)
+	if bad, svc := rcv.Bad(), rcv.Services(); len(bad) > 0 || len(svc) == 0 || svc[0] != "nimbus-test" {
+		t.Errorf("receiver: bad %v, service names %v", bad, svc)
+	}
+	for i, ct := range rcv.ContentTypes() {
+		if ct != contentType {
+			t.Errorf("export %d sent as %s, want %s", i, ct, contentType)
+		}
+		if h := rcv.Headers()[i].Get("Authorization"); h != "Bearer collector-token" {
+			t.Errorf("export %d: Authorization %q, want the configured header", i, h)
+		}
 	}
 }
 
 func TestTracingStopFlushesAndCountsFailures(t *testing.T) {
-	rcv := newOTLPReceiver(t)
-	tr := NewTracer(TracingConfig{Endpoint: rcv.srv.URL, FlushInterval: time.Hour, BatchSize: 7})
+	rcv := otlptest.New(t)
+	tr := NewTracer(TracingConfig{Endpoint: rcv.URL, FlushInterval: time.Hour, BatchSize: 7})
 	ctx := context.Background()
 	if err := tr.Start(ctx); err != nil {
 		t.Fatal(err)
@@ -262,7 +223,7 @@ func TestTracingStopFlushesAndCountsFailures(t *testing.T) {
 	if st := tr.Stats(); st.Exported != 20 || st.Failed != 0 {
 		t.Fatalf("stats after stop: %+v", st)
 	}
-	if n := len(rcv.byName()); n != 20 {
+	if n := len(byName(rcv)); n != 20 {
 		t.Fatalf("receiver got %d spans, want 20", n)
 	}
 
