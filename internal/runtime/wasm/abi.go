@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"net/textproto"
 	"sync"
 	"time"
 
@@ -450,12 +451,18 @@ func instantiateHostModule(ctx context.Context, rt wazero.Runtime) (api.Module, 
 
 // appendHeaderList encodes h in the ABI's header list format: a u32 entry
 // count, then per entry u32 name length, u32 value length, name, value (all
-// integers little-endian).
+// integers little-endian). Names go out in canonical form and the entries of
+// one name are adjacent, as docs/ABI.md section 3 promises guests: a map
+// whose keys are not all canonical, which only a caller building one by
+// hand makes, is merged into a canonical copy first.
 func appendHeaderList(dst []byte, h map[string][]string) []byte {
 	start := len(dst)
 	dst = binary.LittleEndian.AppendUint32(dst, 0)
 	var n uint32
 	for name, values := range h {
+		if textproto.CanonicalMIMEHeaderKey(name) != name {
+			return appendHeaderList(dst[:start], canonicalHeader(h))
+		}
 		for _, v := range values {
 			dst = binary.LittleEndian.AppendUint32(dst, uint32(len(name)))
 			dst = binary.LittleEndian.AppendUint32(dst, uint32(len(v)))
@@ -466,6 +473,17 @@ func appendHeaderList(dst []byte, h map[string][]string) []byte {
 	}
 	binary.LittleEndian.PutUint32(dst[start:], n)
 	return dst
+}
+
+// canonicalHeader is h with its names in canonical form, the values of
+// names that differ only in case merged.
+func canonicalHeader(h map[string][]string) map[string][]string {
+	out := make(map[string][]string, len(h))
+	for name, values := range h {
+		c := textproto.CanonicalMIMEHeaderKey(name)
+		out[c] = append(out[c], values...)
+	}
+	return out
 }
 
 // validHeaderList reports whether b is a well-formed header list whose names

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -45,5 +46,47 @@ func TestWriteResponseHeaders(t *testing.T) {
 	writeBody(w, http.MethodGet, 204, []byte("x"), addHeaders(w.Header(), string(appendHeaderList(nil, nil))))
 	if _, ok := w.Header()["Content-Length"]; ok || w.Body.Len() != 0 {
 		t.Fatalf("204 answer has Content-Length %q or a body %q", w.Header()["Content-Length"], w.Body.String())
+	}
+}
+
+// TestHeaderListCanonicalAndGrouped: whatever map a caller builds, the list
+// a guest receives has canonical names with each name's entries adjacent
+// (docs/ABI.md section 3), values in order and none lost.
+func TestHeaderListCanonicalAndGrouped(t *testing.T) {
+	for _, h := range []map[string][]string{
+		{"Accept": {"*/*"}, "X-Many": {"a", "b"}, "Traceparent": {"00-x"}},
+		{"x-many": {"a"}, "accept": {"*/*"}, "X-MANY": {"b", "c"}, "User-Agent": {"ua"}},
+	} {
+		var names []string
+		got := map[string][]string{}
+		walkHeaderList(appendHeaderList(nil, h), func(name, value []byte) {
+			n := string(name)
+			if len(names) == 0 || names[len(names)-1] != n {
+				names = append(names, n)
+			}
+			got[n] = append(got[n], string(value))
+		})
+		if len(names) != len(got) {
+			t.Errorf("%v: names %v are not grouped", h, names)
+		}
+		want := map[string][]string{}
+		for name, values := range h {
+			c := http.CanonicalHeaderKey(name)
+			want[c] = append(want[c], values...)
+		}
+		for name, values := range got {
+			if http.CanonicalHeaderKey(name) != name {
+				t.Errorf("%v: name %q is not canonical", h, name)
+			}
+			w := want[name]
+			slices.Sort(w)
+			slices.Sort(values)
+			if !slices.Equal(values, w) {
+				t.Errorf("%v: %s = %v, want %v", h, name, values, w)
+			}
+		}
+		if len(got) != len(want) {
+			t.Errorf("%v: got names %v, want %v", h, got, want)
+		}
 	}
 }
