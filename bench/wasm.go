@@ -14,6 +14,7 @@ import (
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"github.com/nimbusfn/nimbus/internal/runtime"
+	"github.com/nimbusfn/nimbus/internal/runtime/spare"
 	"github.com/nimbusfn/nimbus/internal/runtime/wasm"
 )
 
@@ -104,6 +105,7 @@ func coldHTTP(base, fn string, n int) ([]time.Duration, error) {
 	cl := client(1)
 	defer cl.CloseIdleConnections()
 	var lat []time.Duration
+	var last time.Time // the previous sample's answer
 	for len(lat) < n {
 		deadline := time.Now().Add(30 * time.Second)
 		for {
@@ -118,6 +120,13 @@ func coldHTTP(base, fn string, n int) ([]time.Duration, error) {
 				return nil, fmt.Errorf("%s: pool did not reach zero (%d instances)", fn, size)
 			}
 			time.Sleep(20 * time.Millisecond)
+		}
+		// A function's spare is made spare.Delay after a start. A pool
+		// closed sooner than that (scale.idle here is 1 ms, and the scaler
+		// ticks every second) would sample a start without one, which a
+		// function idle for any real scale.idle never sees.
+		if d := 3*spare.Delay - time.Since(last); d > 0 {
+			time.Sleep(d)
 		}
 		// Keep the connection warm so that the sample is the cold start,
 		// not a TCP handshake: a request to the API first.
@@ -136,6 +145,7 @@ func coldHTTP(base, fn string, n int) ([]time.Duration, error) {
 			return nil, fmt.Errorf("%s: status %d", fn, resp.StatusCode)
 		}
 		lat = append(lat, time.Since(t0))
+		last = time.Now()
 	}
 	return lat, nil
 }
