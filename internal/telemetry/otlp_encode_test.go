@@ -104,20 +104,24 @@ func (t *Tracer) encode(spans []*Span) otlpExport {
 	}}}
 }
 
+// testSpan is a finished server span of 1.5 ms with fresh ids, a parent if
+// parent is set, and attrs.
+func testSpan(name string, parent bool, attrs ...Attr) *Span {
+	now := time.Unix(1700000000, 123456789)
+	s := &Span{name: name, kind: KindServer, start: now.UnixNano(), end: now.Add(1500 * time.Microsecond).UnixNano(), attrs: attrs}
+	s.sc.TraceID, s.sc.SpanID = newTraceID(), newSpanID()
+	if parent {
+		s.parent = newSpanID()
+	}
+	return s
+}
+
 // TestAppendExportMatchesReference: the hand-written encoder gives the same
 // document as encoding/json for spans with and without parents, tracestate,
 // flags, every attribute kind, errors and strings that need escaping.
 func TestAppendExportMatchesReference(t *testing.T) {
 	tr := NewTracer(TracingConfig{ServiceName: "svc \"quoted\" <x>"})
-	now := time.Unix(1700000000, 123456789)
-	mk := func(name string, parent bool, attrs ...Attr) *Span {
-		s := &Span{name: name, kind: KindServer, start: now.UnixNano(), end: now.Add(1500 * time.Microsecond).UnixNano(), attrs: attrs}
-		s.sc.TraceID, s.sc.SpanID = newTraceID(), newSpanID()
-		if parent {
-			s.parent = newSpanID()
-		}
-		return s
-	}
+	mk := testSpan
 	a := mk("invoke hello", false, String("faas.name", "hello"), Int("n", -42), Bool("ok", true), Bool("no", false), Float("f", 0.25))
 	b := mk("kv.get \u00e9t\u00e9\n\"q\"\\", true, String("k", "caf\u00e9 & <b>\x01"), Float("big", 1e21))
 	b.sc.State, b.sc.Flags = "a=1,b=2", FlagSampled
@@ -178,15 +182,7 @@ func BenchmarkAppendExport(b *testing.B) {
 // kind (negative ints, NaN, non-ASCII strings), status code and message.
 func TestAppendExportProtoDecodes(t *testing.T) {
 	tr := NewTracer(TracingConfig{ServiceName: "svc é"})
-	now := time.Unix(1700000000, 123456789)
-	mk := func(name string, parent bool, attrs ...Attr) *Span {
-		s := &Span{name: name, kind: KindServer, start: now.UnixNano(), end: now.Add(1500 * time.Microsecond).UnixNano(), attrs: attrs}
-		s.sc.TraceID, s.sc.SpanID = newTraceID(), newSpanID()
-		if parent {
-			s.parent = newSpanID()
-		}
-		return s
-	}
+	mk := testSpan
 	a := mk("invoke hello", false, String("faas.name", "hello"), Int("n", -42), Int("big", 1<<40), Bool("ok", true), Bool("no", false), Float("f", 0.25), Float("nan", math.NaN()))
 	b := mk("kv.get été\n\"q\"", true, String("k", strings.Repeat("x", 300)))
 	b.sc.State, b.sc.Flags = "a=1,b=2", FlagSampled
