@@ -80,3 +80,45 @@ func BenchmarkDirectWarm(b *testing.B) {
 	b.StopTimer()
 	reportP50(b, d)
 }
+
+// BenchmarkColdStart is a cold start of the test server (start until it
+// answers on $PORT, then close) without and with the template's spare.
+func BenchmarkColdStart(b *testing.B) {
+	for _, withSpare := range []bool{false, true} {
+		name := "fresh"
+		if withSpare {
+			name = "spare"
+		}
+		b.Run(name, func(b *testing.B) {
+			rt := newRuntime(b)
+			rt.spares.SetOff(!withSpare)
+			tpl0, _ := prepare(b, rt, testServer(b), "", nil)
+			tpl := tpl0.(*Template)
+			samples := make([]time.Duration, 0, b.N)
+			var last *Instance
+			for b.Loop() {
+				if withSpare {
+					// A function back from zero: its spare was made meanwhile.
+					b.StopTimer()
+					deadline := time.Now().Add(20 * time.Second)
+					for in, ok := tpl.spares.Peek(); !ok || in == last; in, ok = tpl.spares.Peek() {
+						if time.Now().After(deadline) {
+							b.Fatal("no spare was made")
+						}
+						time.Sleep(time.Millisecond)
+					}
+					last, _ = tpl.spares.Peek()
+					b.StartTimer()
+				}
+				t0 := time.Now()
+				inst, err := tpl.NewInstance(context.Background())
+				if err != nil {
+					b.Fatal(err)
+				}
+				samples = append(samples, time.Since(t0))
+				_ = inst.Close()
+			}
+			reportP50(b, samples)
+		})
+	}
+}

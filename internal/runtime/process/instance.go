@@ -36,7 +36,31 @@ type Instance struct {
 var _ runtime.Instance = (*Instance)(nil)
 
 // NewInstance starts the process and waits until it answers HTTP on $PORT.
-func (t *Template) NewInstance(ctx context.Context) (runtime.Instance, error) {
+// The template's spare, when it has one, is let go instead of starting a
+// process, and a successful start makes the next spare (see spare.go).
+func (t *Template) NewInstance(ctx context.Context) (inst runtime.Instance, err error) {
+	defer func() {
+		if err == nil {
+			t.spares.RefillLater() // a function that fails to start gets no spare
+		}
+	}()
+	in, ok := t.takeSpare(ctx)
+	if !ok {
+		if in, err = t.launch(ctx, false); err != nil {
+			return nil, err
+		}
+	}
+	if err := in.waitReady(ctx); err != nil {
+		in.Close()
+		return nil, err
+	}
+	return in, nil
+}
+
+// launch starts an instance's process on a free loopback port (its host
+// API endpoint too, when offered); held leaves the process stopped before
+// its first instruction.
+func (t *Template) launch(ctx context.Context, held bool) (*Instance, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, &runtime.Error{Kind: runtime.StartFailed, Message: "process: no free loopback port", Err: err}
@@ -63,6 +87,7 @@ func (t *Template) NewInstance(ctx context.Context) (runtime.Instance, error) {
 		Pids:     t.rt.cfg.Pids,
 		Stdout:   wout,
 		Stderr:   werr,
+		Held:     held,
 	})
 	wout.Close()
 	werr.Close()
@@ -84,10 +109,6 @@ func (t *Template) NewInstance(ctx context.Context) (runtime.Instance, error) {
 		addr:   addr,
 		base:   "http://" + addr,
 		client: newClient(addr, conc+4),
-	}
-	if err := in.waitReady(ctx); err != nil {
-		in.Close()
-		return nil, err
 	}
 	return in, nil
 }

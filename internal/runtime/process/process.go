@@ -31,6 +31,7 @@ import (
 	"github.com/nimbusfn/nimbus/internal/runtime"
 	"github.com/nimbusfn/nimbus/internal/runtime/bundle"
 	"github.com/nimbusfn/nimbus/internal/runtime/sandbox"
+	"github.com/nimbusfn/nimbus/internal/runtime/spare"
 )
 
 // DefaultStartTimeout bounds an instance's start when neither Config nor the
@@ -64,6 +65,9 @@ type Runtime struct {
 	rootOnce sync.Once
 	root     string
 	rootErr  error
+
+	// spares bounds the templates' held processes (spare.go).
+	spares spare.Set
 }
 
 var _ runtime.Runtime = (*Runtime)(nil)
@@ -149,7 +153,10 @@ func (r *Runtime) Prepare(ctx context.Context, spec *runtime.Spec, code []byte) 
 		start = DefaultStartTimeout
 	}
 	sp := *spec
-	return &Template{rt: r, spec: &sp, dir: dir, args: args, env: baseEnv(spec), startTimeout: start}, nil
+	t := &Template{rt: r, spec: &sp, dir: dir, args: args, env: baseEnv(spec), startTimeout: start}
+	t.spares = spare.NewSlot(&r.spares, t.buildSpare, func(in *Instance) { _ = in.Close() })
+	t.spares.Fill()
+	return t, nil
 }
 
 func envPath(env map[string]string) string {
@@ -234,11 +241,15 @@ type Template struct {
 	args         []string
 	env          []string
 	startTimeout time.Duration
+	spares       *spare.Slot[*Instance]
 }
 
 // Dir is the unpacked code's directory.
 func (t *Template) Dir() string { return t.dir }
 
-// Close releases nothing: the unpacked code is shared by digest and stays
-// cached for later versions and restarts.
-func (t *Template) Close() error { return nil }
+// Close discards the template's spare. The unpacked code stays: it is
+// shared by digest and cached for later versions and restarts.
+func (t *Template) Close() error {
+	t.spares.Close()
+	return nil
+}

@@ -112,6 +112,7 @@ func prepare(t testing.TB, rt *Runtime, code []byte, entry string, mod func(*run
 	if err != nil {
 		t.Fatalf("Prepare: %v", err)
 	}
+	t.Cleanup(func() { _ = tpl.Close() }) // its spare
 	return tpl, s
 }
 
@@ -164,9 +165,32 @@ func ourCgroups() []string {
 		m, _ := filepath.Glob(fmt.Sprintf(pat, os.Getpid()))
 		out = append(out, m...)
 	}
-	// Spares made ahead for the next start are no instance's leftovers.
+	// Spares made ahead for the next start are no instance's leftovers:
+	// the sandbox's cgroups made ahead, and the cgroups of templates' spare
+	// instances, whose processes are all held before their first
+	// instruction (state t).
 	spares := sandbox.SpareCgroups()
-	return slices.DeleteFunc(out, func(d string) bool { return slices.Contains(spares, d) })
+	return slices.DeleteFunc(out, func(d string) bool { return slices.Contains(spares, d) || heldOnly(d) })
+}
+
+// heldOnly reports whether cgroup dir d holds processes, all of them held
+// stopped (traced, state t).
+func heldOnly(d string) bool {
+	b, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+	pids := strings.Fields(string(b))
+	if err != nil || len(pids) == 0 {
+		return false
+	}
+	for _, pid := range pids {
+		st, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil {
+			return false
+		}
+		if f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+2:])); len(f) == 0 || f[0] != "t" {
+			return false
+		}
+	}
+	return true
 }
 
 // closeAndCheck closes the instance and checks nothing of it is left.

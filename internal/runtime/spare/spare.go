@@ -8,9 +8,9 @@
 // function just used is likelier to start again than one idle longer), and
 // each is dropped after Linger unused.
 //
-// The lambda runtime's spares are processes held before their first
-// instruction; the wasm runtime's are modules instantiated but not yet
-// called.
+// The lambda and process runtimes' spares are processes held before their
+// first instruction; the wasm runtime's are modules instantiated but not
+// yet called.
 package spare
 
 import (
