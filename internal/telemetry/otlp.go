@@ -75,14 +75,13 @@ type TraceStats struct {
 // Tracer starts spans and exports the recorded ones. A nil *Tracer is valid
 // and records nothing.
 type Tracer struct {
-	cfg         TracingConfig
-	log         *slog.Logger
-	client      *http.Client
-	buf         []byte // the export being sent (the run goroutine's)
-	spanBuf     []byte // the run goroutine's scratch for protobuf exports
-	contentType string
-	url         string
-	on          atomic.Bool // exporting
+	cfg     TracingConfig
+	log     *slog.Logger
+	client  *http.Client
+	buf     []byte // the export being sent (the run goroutine's)
+	spanBuf []byte // the run goroutine's scratch for protobuf exports
+	url     string
+	on      atomic.Bool // exporting
 
 	// Finished spans wait in pending; the exporter takes them every
 	// FlushInterval, or when kicked because a batch is full. No channel
@@ -127,10 +126,6 @@ func NewTracer(cfg TracingConfig) *Tracer {
 		lg = slog.Default()
 	}
 	t := &Tracer{cfg: cfg, log: lg.With("component", "tracing"), client: &http.Client{Timeout: cfg.Timeout}}
-	t.contentType = "application/x-protobuf"
-	if cfg.Protocol == ProtocolJSON {
-		t.contentType = "application/json"
-	}
 	switch {
 	case cfg.TracesURL != "":
 		t.url = cfg.TracesURL
@@ -295,12 +290,14 @@ func (t *Tracer) run(ctx context.Context, done chan struct{}) {
 }
 
 func (t *Tracer) send(ctx context.Context, spans []*Span) {
+	contentType := "application/x-protobuf"
 	if t.cfg.Protocol == ProtocolJSON {
+		contentType = "application/json"
 		t.buf = t.appendExport(t.buf[:0], spans)
 	} else {
 		t.buf, t.spanBuf = t.appendExportProto(t.buf[:0], t.spanBuf, spans)
 	}
-	err := t.post(ctx, t.buf)
+	err := t.post(ctx, t.buf, contentType)
 	if err != nil {
 		t.failed.Add(uint64(len(spans)))
 		t.log.Warn("exporting trace spans failed", "endpoint", t.url, "spans", len(spans), "error", err)
@@ -309,12 +306,12 @@ func (t *Tracer) send(ctx context.Context, spans []*Span) {
 	t.exported.Add(uint64(len(spans)))
 }
 
-func (t *Tracer) post(ctx context.Context, body []byte) error {
+func (t *Tracer) post(ctx context.Context, body []byte, contentType string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.url, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", t.contentType)
+	req.Header.Set("Content-Type", contentType)
 	for k, v := range t.cfg.Headers {
 		req.Header.Set(k, v)
 	}

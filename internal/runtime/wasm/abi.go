@@ -456,12 +456,22 @@ func instantiateHostModule(ctx context.Context, rt wazero.Runtime) (api.Module, 
 // whose keys are not all canonical, which only a caller building one by
 // hand makes, is merged into a canonical copy first.
 func appendHeaderList(dst []byte, h map[string][]string) []byte {
+	if out, ok := appendHeaders(dst, h, true); ok {
+		return out
+	}
+	out, _ := appendHeaders(dst, canonicalHeader(h), false)
+	return out
+}
+
+// appendHeaders encodes h; with check, it stops at the first name not in
+// canonical form and reports false.
+func appendHeaders(dst []byte, h map[string][]string, check bool) ([]byte, bool) {
 	start := len(dst)
 	dst = binary.LittleEndian.AppendUint32(dst, 0)
 	var n uint32
 	for name, values := range h {
-		if textproto.CanonicalMIMEHeaderKey(name) != name {
-			return appendHeaderList(dst[:start], canonicalHeader(h))
+		if check && !canonicalName(name) {
+			return dst[:start], false
 		}
 		for _, v := range values {
 			dst = binary.LittleEndian.AppendUint32(dst, uint32(len(name)))
@@ -472,7 +482,24 @@ func appendHeaderList(dst []byte, h map[string][]string) []byte {
 		}
 	}
 	binary.LittleEndian.PutUint32(dst[start:], n)
-	return dst
+	return dst, true
+}
+
+// canonicalName reports whether name's letters are in canonical case: upper
+// at the start and after a hyphen, lower elsewhere. It is a fast test of the
+// form textproto.CanonicalMIMEHeaderKey gives a valid name (a map of
+// net/http's passes it without a call of that per name on the invoke path);
+// a name it refuses is canonicalised by the slow path.
+func canonicalName(name string) bool {
+	upper := true
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
+			return false
+		}
+		upper = c == '-'
+	}
+	return true
 }
 
 // canonicalHeader is h with its names in canonical form, the values of

@@ -56,6 +56,7 @@ func TestHeaderListCanonicalAndGrouped(t *testing.T) {
 	for _, h := range []map[string][]string{
 		{"Accept": {"*/*"}, "X-Many": {"a", "b"}, "Traceparent": {"00-x"}},
 		{"x-many": {"a"}, "accept": {"*/*"}, "X-MANY": {"b", "c"}, "User-Agent": {"ua"}},
+		{"x_under": {"u"}, "bad name": {"v"}, "Accept": {"*/*"}}, // textproto leaves an invalid name as it is
 	} {
 		var names []string
 		got := map[string][]string{}
