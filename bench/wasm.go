@@ -102,52 +102,76 @@ func poolSize(base, name string) (int, error) {
 // coldHTTP measures scale-from-zero to first response of fn, n times: each
 // sample waits until the pool is back at zero instances.
 func coldHTTP(base, fn string, n int) ([]time.Duration, error) {
-	cl := client(1)
-	defer cl.CloseIdleConnections()
+	cs := newColdSampler(base, fn)
+	defer cs.close()
 	var lat []time.Duration
-	var last time.Time // the previous sample's answer
 	for len(lat) < n {
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			size, err := poolSize(base, fn)
-			if err != nil {
-				return nil, err
-			}
-			if size == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				return nil, fmt.Errorf("%s: pool did not reach zero (%d instances)", fn, size)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		// A function's spare is made spare.Delay after a start. A pool
-		// closed sooner than that (scale.idle here is 1 ms, and the scaler
-		// ticks every second) would sample a start without one, which a
-		// function idle for any real scale.idle never sees.
-		if d := 3*spare.Delay - time.Since(last); d > 0 {
-			time.Sleep(d)
-		}
-		// Keep the connection warm so that the sample is the cold start,
-		// not a TCP handshake: a request to the API first.
-		if resp, err := cl.Get(base + "/api/v1/functions/" + fn); err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-		}
-		t0 := time.Now()
-		resp, err := cl.Get(base + "/fn/" + fn)
+		d, err := cs.sample()
 		if err != nil {
 			return nil, err
 		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return nil, fmt.Errorf("%s: status %d", fn, resp.StatusCode)
-		}
-		lat = append(lat, time.Since(t0))
-		last = time.Now()
+		lat = append(lat, d)
 	}
 	return lat, nil
+}
+
+// coldSampler takes scale-from-zero samples of one function one at a time,
+// so that a suite can interleave them with its baseline's.
+type coldSampler struct {
+	base, fn string
+	cl       *http.Client
+	last     time.Time // the previous sample's answer
+}
+
+func newColdSampler(base, fn string) *coldSampler {
+	return &coldSampler{base: base, fn: fn, cl: client(1)}
+}
+
+func (cs *coldSampler) close() { cs.cl.CloseIdleConnections() }
+
+// sample waits until the function is at zero instances with its spare made,
+// then times one request.
+func (cs *coldSampler) sample() (time.Duration, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		size, err := poolSize(cs.base, cs.fn)
+		if err != nil {
+			return 0, err
+		}
+		if size == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("%s: pool did not reach zero (%d instances)", cs.fn, size)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// A function's spare is made spare.Delay after a start. A pool closed
+	// sooner than that (scale.idle here is 1 ms, and the scaler ticks every
+	// second) would sample a start without one, which a function idle for
+	// any real scale.idle never sees.
+	if d := 3*spare.Delay - time.Since(cs.last); d > 0 {
+		time.Sleep(d)
+	}
+	// Keep the connection warm so that the sample is the cold start, not a
+	// TCP handshake: a request to the API first.
+	if resp, err := cs.cl.Get(cs.base + "/api/v1/functions/" + cs.fn); err == nil {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	t0 := time.Now()
+	resp, err := cs.cl.Get(cs.base + "/fn/" + cs.fn)
+	if err != nil {
+		return 0, err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return 0, fmt.Errorf("%s: status %d", cs.fn, resp.StatusCode)
+	}
+	d := time.Since(t0)
+	cs.last = time.Now()
+	return d, nil
 }
 
 // bareWazero measures instantiate + first nimbus_handle call + close of
