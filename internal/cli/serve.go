@@ -32,6 +32,7 @@ type serveFlags struct {
 	otlpHeaders    []string
 	sampleRatio    float64
 	secretsKeyFile string
+	prices         metering.Prices
 	// changed reports whether a flag was given on the command line (the
 	// command's FlagSet.Changed); a flag not given falls back to its
 	// environment variable.
@@ -58,8 +59,8 @@ func (f *serveFlags) add(c *cobra.Command, listen string) {
 	fl.StringVar(&f.otlpProtocol, "otlp-protocol", telemetry.ProtocolProtobuf, "OTLP encoding, "+telemetry.ProtocolProtobuf+" or "+telemetry.ProtocolJSON+" (env "+envOTLPTracesProtocol+", then "+envOTLPProtocol+")")
 	fl.StringArrayVar(&f.otlpHeaders, "otlp-header", nil, "header `key=value` sent with every trace export, repeatable (env "+envOTLPTracesHeaders+", then "+envOTLPHeaders+": k1=v1,k2=v2, values URL-encoded; give credentials there, flags show in ps)")
 	fl.Float64Var(&f.sampleRatio, "trace-sample-ratio", 1, "share of new traces exported, 0 to 1; a request with a traceparent follows its caller (env "+envSamplerArg+" when "+envSampler+" is traceidratio or parentbased_traceidratio)")
-	fl.Float64Var(&f.cfg.Prices.PerMillionRequests, "price-per-million-requests", metering.DefaultPrices.PerMillionRequests, "`USD` per million requests in usage costs; the default is AWS Lambda's x86 list price")
-	fl.Float64Var(&f.cfg.Prices.PerGBSecond, "price-per-gb-second", metering.DefaultPrices.PerGBSecond, "`USD` per GB-second in usage costs; the default is AWS Lambda's x86 list price")
+	fl.Float64Var(&f.prices.PerMillionRequests, "price-per-million-requests", metering.DefaultPrices.PerMillionRequests, "`USD` per million requests in usage costs (0: free); the default is AWS Lambda's x86 list price")
+	fl.Float64Var(&f.prices.PerGBSecond, "price-per-gb-second", metering.DefaultPrices.PerGBSecond, "`USD` per GB-second in usage costs (0: free); the default is AWS Lambda's x86 list price")
 	// The help shows 0.0000166667, not pflag's 1.66667e-05.
 	fl.Lookup("price-per-million-requests").DefValue = strconv.FormatFloat(metering.DefaultPrices.PerMillionRequests, 'f', -1, 64)
 	fl.Lookup("price-per-gb-second").DefValue = strconv.FormatFloat(metering.DefaultPrices.PerGBSecond, 'f', -1, 64)
@@ -91,15 +92,15 @@ func (f *serveFlags) config(stderr io.Writer) (server.Config, error) {
 		flag     string
 		v, deflt float64
 	}{
-		{"price-per-million-requests", cfg.Prices.PerMillionRequests, metering.DefaultPrices.PerMillionRequests},
-		{"price-per-gb-second", cfg.Prices.PerGBSecond, metering.DefaultPrices.PerGBSecond},
+		{"price-per-million-requests", f.prices.PerMillionRequests, metering.DefaultPrices.PerMillionRequests},
+		{"price-per-gb-second", f.prices.PerGBSecond, metering.DefaultPrices.PerGBSecond},
 	} {
-		// The meter reads a zero price as "the default": refuse it rather
-		// than bill at a price the user did not ask for.
-		if !(p.v > 0) || math.IsInf(p.v, 0) {
-			return cfg, fmt.Errorf("--%s %v: use a price above 0 in US dollars (the default is %s)", p.flag, p.v, strconv.FormatFloat(p.deflt, 'f', -1, 64))
+		if !(p.v >= 0) || math.IsInf(p.v, 0) {
+			return cfg, fmt.Errorf("--%s %v: use a price in US dollars, 0 (free) or more (the default is %s)", p.flag, p.v, strconv.FormatFloat(p.deflt, 'f', -1, 64))
 		}
 	}
+	prices := f.prices
+	cfg.Prices = &prices
 	if cfg.SecretsKey, err = f.secretsKey(getenv); err != nil {
 		return cfg, err
 	}

@@ -147,9 +147,10 @@ func TestServeFlagsBadValues(t *testing.T) {
 		{env: map[string]string{envOTLPEndpoint: ep, envSampler: "parentbased_traceidratio", envSamplerArg: "2"}, want: envSamplerArg + ` 2: use a number from 0 to 1`},
 		{args: []string{"--otlp-header", "a=b"}, want: `--otlp-header needs a collector to export to: give --otlp-endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT)`},
 		{args: []string{"--trace-sample-ratio", "0.5"}, want: `--trace-sample-ratio needs a collector`},
-		{args: []string{"--price-per-million-requests", "-1"}, want: `--price-per-million-requests -1: use a price above 0 in US dollars (the default is 0.2)`},
-		{args: []string{"--price-per-gb-second", "0"}, want: `--price-per-gb-second 0: use a price above 0 in US dollars (the default is 0.0000166667)`},
-		{args: []string{"--price-per-gb-second", "+Inf"}, want: `--price-per-gb-second +Inf: use a price above 0`},
+		{args: []string{"--price-per-million-requests", "-1"}, want: `--price-per-million-requests -1: use a price in US dollars, 0 (free) or more (the default is 0.2)`},
+		{args: []string{"--price-per-gb-second", "-0.00001"}, want: `--price-per-gb-second -1e-05: use a price in US dollars, 0 (free) or more (the default is 0.0000166667)`},
+		{args: []string{"--price-per-gb-second", "+Inf"}, want: `--price-per-gb-second +Inf: use a price in US dollars`},
+		{args: []string{"--price-per-gb-second", "NaN"}, want: `--price-per-gb-second NaN: use a price in US dollars`},
 		{args: []string{"--secrets-key-file", keyFile}, env: map[string]string{envSecretsKey: strings.Repeat("cd", 32)}, want: `both --secrets-key-file and NIMBUS_SECRETS_KEY give the secrets key: use one`},
 		{args: []string{"--secrets-key-file", filepath.Join(t.TempDir(), "missing")}, want: `--secrets-key-file: open `},
 		{args: []string{"--secrets-key-file", rawKeyFile}, want: `secrets key must be 32 bytes written as 64 hex digits or base64 (this file holds 32 raw bytes`},
@@ -172,15 +173,23 @@ func TestServeFlagsPrices(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Prices != metering.DefaultPrices {
+	if cfg.Prices == nil || *cfg.Prices != metering.DefaultPrices {
 		t.Fatalf("default prices %+v, want %+v", cfg.Prices, metering.DefaultPrices)
 	}
 	cfg, err = serveConfig(t, nil, "--price-per-million-requests", "0.35", "--price-per-gb-second", "0.00002")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (metering.Prices{PerMillionRequests: 0.35, PerGBSecond: 0.00002}); cfg.Prices != want {
-		t.Fatalf("prices %+v, want %+v", cfg.Prices, want)
+	if want := (metering.Prices{PerMillionRequests: 0.35, PerGBSecond: 0.00002}); *cfg.Prices != want {
+		t.Fatalf("prices %+v, want %+v", *cfg.Prices, want)
+	}
+	// 0 makes requests free; it is not "the default".
+	cfg, err = serveConfig(t, nil, "--price-per-million-requests", "0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (metering.Prices{PerMillionRequests: 0, PerGBSecond: metering.DefaultPrices.PerGBSecond}); *cfg.Prices != want {
+		t.Fatalf("prices %+v, want %+v", *cfg.Prices, want)
 	}
 }
 

@@ -1,6 +1,9 @@
 package metering
 
-import "math"
+import (
+	"fmt"
+	"math"
+)
 
 // Outcomes a Record may carry (Record.Outcome). Unknown values are kept as
 // they are in usage and mapped to "other" in metric labels.
@@ -51,15 +54,18 @@ type Prices struct {
 // requests and $0.0000166667 per GB-second. Configure your own in Prices.
 var DefaultPrices = Prices{PerMillionRequests: 0.20, PerGBSecond: 0.0000166667}
 
-// WithDefaults fills zero prices from DefaultPrices.
-func (p Prices) WithDefaults() Prices {
-	if p.PerMillionRequests == 0 {
-		p.PerMillionRequests = DefaultPrices.PerMillionRequests
+// Check reports a price that is negative, NaN or infinite. A zero price
+// is valid: that part of usage is free.
+func (p Prices) Check() error {
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"price per million requests", p.PerMillionRequests}, {"price per GB-second", p.PerGBSecond}} {
+		if !(f.v >= 0) || math.IsInf(f.v, 0) {
+			return fmt.Errorf("%s %v: use US dollars, 0 or more (0 makes it free)", f.name, f.v)
+		}
 	}
-	if p.PerGBSecond == 0 {
-		p.PerGBSecond = DefaultPrices.PerGBSecond
-	}
-	return p
+	return nil
 }
 
 // Cost is the price of billed requests and GB-seconds, rounded to 1e-10 $ so

@@ -31,9 +31,25 @@ func TestBilledMSAndGBSeconds(t *testing.T) {
 	if got := GBSeconds(3, 128); math.Abs(got-0.000375) > 1e-15 {
 		t.Errorf("3 ms at 128 MB = %v GB-s, want 0.000375", got)
 	}
-	p := Prices{}.WithDefaults()
+	p := NewMeter(MeterConfig{}).Prices()
 	if p != DefaultPrices || p.PerMillionRequests != 0.20 || p.PerGBSecond != 0.0000166667 {
 		t.Errorf("default prices %+v", p)
+	}
+	// A price of 0 is taken as given, not as "the default": that part is free.
+	free := Prices{PerMillionRequests: 0, PerGBSecond: 0.5}
+	if got := NewMeter(MeterConfig{Prices: &free}).Prices(); got != free {
+		t.Errorf("prices %+v, want %+v", got, free)
+	}
+	if got := free.Cost(3e6, 2); got != 1 {
+		t.Errorf("3M requests free + 2 GB-s at $0.5 = %v, want 1", got)
+	}
+	if err := free.Check(); err != nil {
+		t.Errorf("free requests refused: %v", err)
+	}
+	for _, bad := range []Prices{{PerMillionRequests: -0.2}, {PerGBSecond: math.NaN()}, {PerGBSecond: math.Inf(1)}} {
+		if bad.Check() == nil {
+			t.Errorf("prices %+v accepted", bad)
+		}
 	}
 	// One million 1 s invocations at 1024 MB: $0.20 + 1e6 GB-s × $0.0000166667.
 	if got := p.Cost(1e6, 1e6); math.Abs(got-16.8667) > 1e-9 {

@@ -102,8 +102,10 @@ func RollupKey(tenant, function string, t time.Time) string {
 
 // MeterConfig configures a Meter; zero values mean the defaults.
 type MeterConfig struct {
-	Bus    *bus.Bus
-	Prices Prices
+	Bus *bus.Bus
+	// Prices turn usage into cost in reports; nil means DefaultPrices. A
+	// zero price is taken as given: that part of usage is free.
+	Prices *Prices
 	// MaxAge of the invocations stream (default DefaultRecordRetention).
 	MaxAge time.Duration
 	// Batch is how many stream messages (each a batch of records) are
@@ -127,10 +129,11 @@ type MeterStats struct {
 // each tenant's GB-seconds of the current month in memory for quotas, and
 // answers usage reports.
 type Meter struct {
-	cfg MeterConfig
-	log *slog.Logger
-	js  jetstream.JetStream
-	kv  jetstream.KeyValue
+	cfg    MeterConfig
+	prices Prices
+	log    *slog.Logger
+	js     jetstream.JetStream
+	kv     jetstream.KeyValue
 
 	applied, duplicates, bad, checkpoint atomic.Uint64
 
@@ -145,7 +148,10 @@ type Meter struct {
 
 // NewMeter builds a meter; Start begins metering.
 func NewMeter(cfg MeterConfig) *Meter {
-	cfg.Prices = cfg.Prices.WithDefaults()
+	prices := DefaultPrices
+	if cfg.Prices != nil {
+		prices = *cfg.Prices
+	}
 	if cfg.MaxAge <= 0 {
 		cfg.MaxAge = DefaultRecordRetention
 	}
@@ -159,11 +165,11 @@ func NewMeter(cfg MeterConfig) *Meter {
 	if lg == nil {
 		lg = slog.Default()
 	}
-	return &Meter{cfg: cfg, log: lg.With("component", "metering")}
+	return &Meter{cfg: cfg, prices: prices, log: lg.With("component", "metering")}
 }
 
 // Prices is the meter's price table.
-func (m *Meter) Prices() Prices { return m.cfg.Prices }
+func (m *Meter) Prices() Prices { return m.prices }
 
 // Start ensures the streams and bucket and starts the metering goroutines.
 func (m *Meter) Start(ctx context.Context) error {

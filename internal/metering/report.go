@@ -105,7 +105,7 @@ func (m *Meter) Report(ctx context.Context, q UsageQuery) (UsageReport, error) {
 	}
 	defer func() { _ = w.Stop() }()
 	rows := map[string]*UsageRow{}
-	rep := UsageReport{Tenant: q.Tenant, Since: q.Since, Until: q.Until, By: q.By, Prices: m.cfg.Prices, Rows: []UsageRow{}}
+	rep := UsageReport{Tenant: q.Tenant, Since: q.Since, Until: q.Until, By: q.By, Prices: m.prices, Rows: []UsageRow{}}
 	rep.Total.Key = "total"
 	for {
 		var e jetstream.KeyValueEntry
@@ -152,11 +152,11 @@ func (m *Meter) Report(ctx context.Context, q UsageQuery) (UsageReport, error) {
 		rep.Total.add(&r)
 	}
 	for _, r := range rows {
-		r.finish(m.cfg.Prices)
+		r.finish(m.prices)
 		rep.Rows = append(rep.Rows, *r)
 	}
 	sort.Slice(rep.Rows, func(i, j int) bool { return rep.Rows[i].Key < rep.Rows[j].Key })
-	rep.Total.finish(m.cfg.Prices)
+	rep.Total.finish(m.prices)
 	return rep, nil
 }
 

@@ -39,9 +39,9 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		{func(c *server.Config) { c.Tracing.SampleRatio = 1.01 }, `tracing sample ratio 1.01: use a number from 0 to 1`},
 		{func(c *server.Config) { c.Tracing.SampleRatio = -0.5 }, `tracing sample ratio -0.5: use a number from 0 to 1`},
 		{func(c *server.Config) { c.Tracing.SampleRatio = math.NaN() }, `tracing sample ratio NaN: use a number from 0 to 1`},
-		{func(c *server.Config) { c.Prices.PerMillionRequests = -0.2 }, `price per million requests -0.2: use US dollars, 0 or more (0 means the default, 0.2)`},
-		{func(c *server.Config) { c.Prices.PerGBSecond = math.Inf(1) }, `price per GB-second +Inf: use US dollars, 0 or more`},
-		{func(c *server.Config) { c.Prices.PerGBSecond = math.NaN() }, `price per GB-second NaN`},
+		{func(c *server.Config) { c.Prices = &metering.Prices{PerMillionRequests: -0.2} }, `price per million requests -0.2: use US dollars, 0 or more (0 makes it free)`},
+		{func(c *server.Config) { c.Prices = &metering.Prices{PerGBSecond: math.Inf(1)} }, `price per GB-second +Inf: use US dollars, 0 or more`},
+		{func(c *server.Config) { c.Prices = &metering.Prices{PerGBSecond: math.NaN()} }, `price per GB-second NaN`},
 		{func(c *server.Config) { c.SecretsKey = make([]byte, 16) }, `secrets key of 16 bytes: it must be 32 bytes`},
 		{func(c *server.Config) { c.SecretsKey = []byte{} }, `secrets key of 0 bytes: it must be 32 bytes`},
 	} {
@@ -52,7 +52,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 			t.Errorf("server.New: %v, want an error saying %q", err, tc.want)
 		}
 	}
-	ok := server.Config{DataDir: t.TempDir(), SecretsKey: make([]byte, 32), Prices: metering.Prices{PerGBSecond: 0.1},
+	ok := server.Config{DataDir: t.TempDir(), SecretsKey: make([]byte, 32), Prices: &metering.Prices{PerGBSecond: 0.1},
 		Tracing: telemetry.TracingConfig{TracesURL: "https://c/v1/traces", Protocol: telemetry.ProtocolJSON, SampleRatio: 0.5}}
 	if _, err := server.New(ok); err != nil {
 		t.Fatalf("server.New refused a good config: %v", err)
@@ -60,10 +60,16 @@ func TestNewRefusesBadConfig(t *testing.T) {
 }
 
 // TestPricesFromConfig checks that a server started with its own prices
-// reports them in GET /api/v1/usage and costs usage with them.
+// reports them in GET /api/v1/usage and costs usage with them, a price of 0
+// making that part free rather than falling back to the default.
 func TestPricesFromConfig(t *testing.T) {
-	prices := metering.Prices{PerMillionRequests: 4000, PerGBSecond: 0.5}
-	e := testenv.Start(t, func(c *server.Config) { c.Prices = prices })
+	for _, prices := range []metering.Prices{{PerMillionRequests: 4000, PerGBSecond: 0.5}, {PerMillionRequests: 0, PerGBSecond: 0.5}} {
+		t.Run(fmt.Sprintf("%v-per-million-requests", prices.PerMillionRequests), func(t *testing.T) { checkPrices(t, prices) })
+	}
+}
+
+func checkPrices(t *testing.T, prices metering.Prices) {
+	e := testenv.Start(t, func(c *server.Config) { c.Prices = &prices })
 	e.Deploy("priced", hello(t), registry.Config{MemoryMB: 256})
 	const calls = 3
 	for i := 0; i < calls; i++ {

@@ -9,13 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -71,9 +69,10 @@ type Config struct {
 	// Tracing.TracesURL is set (see telemetry.TracingConfig; the server
 	// fills ServiceName "nimbus" when empty, and Logger when nil).
 	Tracing telemetry.TracingConfig
-	// Prices turn usage into cost in usage reports; a zero field is the
-	// default (metering.DefaultPrices, AWS Lambda's x86 list prices).
-	Prices metering.Prices
+	// Prices turn usage into cost in usage reports; nil means
+	// metering.DefaultPrices (AWS Lambda's x86 list prices). A zero price
+	// makes that part of usage free.
+	Prices *metering.Prices
 	// SecretsKey is the 32-byte key that encrypts secrets at rest. When nil
 	// it is read from DataDir/secrets.key, generated there on first start.
 	SecretsKey []byte
@@ -169,15 +168,9 @@ func (c *Config) check() error {
 	if r := tr.SampleRatio; !(r >= 0 && r <= 1) {
 		return fmt.Errorf("tracing sample ratio %v: use a number from 0 to 1 (0 and 1 both record every trace)", r)
 	}
-	for _, p := range []struct {
-		name     string
-		v, deflt float64
-	}{
-		{"price per million requests", c.Prices.PerMillionRequests, metering.DefaultPrices.PerMillionRequests},
-		{"price per GB-second", c.Prices.PerGBSecond, metering.DefaultPrices.PerGBSecond},
-	} {
-		if !(p.v >= 0) || math.IsInf(p.v, 0) {
-			return fmt.Errorf("%s %v: use US dollars, 0 or more (0 means the default, %s)", p.name, p.v, strconv.FormatFloat(p.deflt, 'f', -1, 64))
+	if c.Prices != nil {
+		if err := c.Prices.Check(); err != nil {
+			return err
 		}
 	}
 	if c.SecretsKey != nil && len(c.SecretsKey) != 32 {
