@@ -13,6 +13,9 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/nimbusfn/nimbus/internal/runtime"
+	"github.com/nimbusfn/nimbus/internal/runtime/lambda"
 )
 
 func init() {
@@ -84,6 +87,16 @@ func bareLambdaStart(bin string) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
+	// The event Nimbus builds for the same GET through its gateway: what
+	// the bootstrap does with its event is the function's work, not
+	// Nimbus's.
+	event, err := lambda.HTTPEvent(&runtime.Request{
+		Method: http.MethodGet, Path: "/", Host: "127.0.0.1:8080", RemoteAddr: "127.0.0.1:40000", InvocationID: "bare",
+		Header: http.Header{"User-Agent": {"Go-http-client/1.1"}, "Accept-Encoding": {"gzip"}},
+	}, nil, time.Now())
+	if err != nil {
+		return 0, err
+	}
 	done := make(chan []byte, 1)
 	var served atomic.Bool
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -98,7 +111,7 @@ func bareLambdaStart(bin string) (time.Duration, error) {
 			h.Set("Lambda-Runtime-Deadline-Ms", strconv.FormatInt(time.Now().Add(time.Minute).UnixMilli(), 10))
 			h.Set("Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:local:000000000000:function:bare")
 			h.Set("Lambda-Runtime-Trace-Id", "Root=1-00000000-000000000000000000000000")
-			io.WriteString(w, `{"version":"2.0","rawPath":"/","rawQueryString":"","headers":{},"requestContext":{"http":{"method":"GET","path":"/"}},"isBase64Encoded":false}`)
+			w.Write(event)
 		case r.Method == http.MethodPost && r.URL.Path == "/2018-06-01/runtime/invocation/bare/response":
 			b, _ := io.ReadAll(r.Body)
 			w.WriteHeader(http.StatusAccepted)
