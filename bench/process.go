@@ -225,6 +225,12 @@ func processSuite() error {
 	var bare, bareLam, cold, fromZero []time.Duration
 	cl := client(1)
 	for i := 0; i < samples; i++ {
+		// The previous round's scale-from-zero instance is torn down when
+		// the scaler takes lamz back to zero: not during this round's
+		// other samples.
+		if err := zero.waitZero(); err != nil {
+			return err
+		}
 		b, err := bareStart(webBin)
 		if err != nil {
 			return err

@@ -138,23 +138,33 @@ func (cs *coldSampler) close() { cs.cl.CloseIdleConnections() }
 // not at once.
 const atZero = 500 * time.Millisecond
 
-// sample waits until the function has been at zero instances for atZero,
-// with its spare made, then times one request.
-func (cs *coldSampler) sample() (time.Duration, error) {
+// waitZero waits until the function has been at zero instances for
+// atZero. A suite that takes other samples between scale-from-zero ones
+// calls it first, so that they do not overlap this function's teardown
+// either.
+func (cs *coldSampler) waitZero() error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		size, err := poolSize(cs.base, cs.fn)
 		if err != nil {
-			return 0, err
+			return err
 		}
 		if size == 0 {
 			time.Sleep(atZero)
-			break
+			return nil
 		}
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("%s: pool did not reach zero (%d instances)", cs.fn, size)
+			return fmt.Errorf("%s: pool did not reach zero (%d instances)", cs.fn, size)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// sample waits until the function has been at zero instances for atZero,
+// with its spare made, then times one request.
+func (cs *coldSampler) sample() (time.Duration, error) {
+	if err := cs.waitZero(); err != nil {
+		return 0, err
 	}
 	// A function's spare is made spare.Delay after a start. A pool closed
 	// sooner than that (scale.idle here is 1 ms, and the scaler ticks every
