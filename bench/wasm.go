@@ -194,6 +194,34 @@ func (cs *coldSampler) sample() (time.Duration, error) {
 	return d, nil
 }
 
+// sporadicHTTP times n requests to fn, each after atZero of idle and a
+// request to the API on the same keep-alive connection: a cold sample's
+// conditions without the cold start.
+func sporadicHTTP(base, fn string, n int) ([]time.Duration, error) {
+	cl := client(1)
+	defer cl.CloseIdleConnections()
+	var lat []time.Duration
+	for len(lat) < n {
+		time.Sleep(atZero)
+		if resp, err := cl.Get(base + "/api/v1/functions/" + fn); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		t0 := time.Now()
+		resp, err := cl.Get(base + "/fn/" + fn)
+		if err != nil {
+			return nil, err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return nil, fmt.Errorf("%s: status %d", fn, resp.StatusCode)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	return lat, nil
+}
+
 // bareWazero measures instantiate + first nimbus_handle call + close of
 // code on a plain wazero runtime with stub host functions, n times.
 // initialise runs _initialize and nimbus_init (a plain module); clock, if
@@ -336,6 +364,9 @@ func coldWasmSuite() error {
 	if err := deploy(s.URL(), "tiny", tiny, idle); err != nil {
 		return err
 	}
+	if err := deploy(s.URL(), "tinywarm", tiny, map[string]any{"scale": map[string]any{"min": 1}}); err != nil {
+		return err
+	}
 	type row struct {
 		name      string
 		http      []time.Duration
@@ -357,6 +388,13 @@ func coldWasmSuite() error {
 			return err
 		}
 	}
+	// The same request to a warm instance of the same module, spaced as
+	// the cold samples are: what one request after an idle spell costs on
+	// this machine with this client, Nimbus's cold path aside.
+	floor, err := sporadicHTTP(s.URL(), "tinywarm", coldSamples)
+	if err != nil {
+		return err
+	}
 	fmt.Printf("Scale from zero to first response over HTTP on loopback (keep-alive connection; the pool is at zero instances before each of %d samples, `scale.idle: 1ms`; %d uncounted cold starts first, during which the snapshot is taken in the background), beside bare wazero in-process (%d samples: instantiate, first call, close; stub host functions).\n\n", coldSamples, warmupSamples, bareN)
 	fmt.Println("| function | HTTP cold p50 | HTTP cold p99 | bare wazero p50 | bare p99 | HTTP / bare p50 |")
 	fmt.Println("| --- | --- | --- | --- | --- | --- |")
@@ -364,6 +402,8 @@ func coldWasmSuite() error {
 		fmt.Printf("| %s | %s | %s | %s (%s) | %s | %.1f× |\n", r.name, ms(pctOf(r.http, .5)), ms(pctOf(r.http, .99)),
 			ms(pctOf(r.bare, .5)), r.bareLabel, ms(pctOf(r.bare, .99)), float64(pctOf(r.http, .5))/float64(pctOf(r.bare, .5)))
 	}
+	fmt.Printf("\nThe same tiny module kept warm (`scale.min: 1`), called the same way (%s idle, then one request on the warm connection): p50 %s, p99 %s; the tiny cold start adds %s at p50 to a request after an idle spell.\n",
+		atZero, ms(pctOf(floor, .5)), ms(pctOf(floor, .99)), ms(pctOf(rows[2].http, .5)-pctOf(floor, .5)))
 	fmt.Printf("\n**snapshot speed-up** (HTTP cold p50, plain / snapshot) = **%.1f×**; deploy (API, incl. compile and snapshot) snap %s, plain %s; snapshot module %d KB vs %d KB.\n",
 		float64(pctOf(rows[1].http, .5))/float64(pctOf(rows[0].http, .5)), ms(snapDeploy), ms(plainDeploy), len(snapCode)>>10, len(hello)>>10)
 	return nil
