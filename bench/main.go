@@ -27,6 +27,7 @@ var (
 	suite    = flag.String("suite", "all", "suites to run: all or a comma list of warm, cold, burst, memory")
 	duration = flag.Duration("d", 5*time.Second, "load duration per measurement")
 	conns    = flag.Int("c", 16, "concurrent connections for throughput runs")
+	segment  = flag.Duration("seg", 500*time.Millisecond, "overhead suite: length of each variant's segment in a round; -d / -seg rounds (at least 8)")
 	cpuProf  = flag.String("cpuprofile", "", "warm and overhead suites: after the measurement, load each server alone once more and write a CPU profile of that run (server and load generator) to this file (warm: FILE and FILE.bare; overhead: FILE.0 … FILE.4 in the order of its table)")
 )
 

@@ -136,8 +136,10 @@ func overheadSuite() error {
 	// the runtime hand back hundreds of MB that the next segments then
 	// faulted in again (up to 15% of a profile's CPU). An unmeasured tenth
 	// of a segment first brings each variant's connections and instances
-	// back to their steady state.
-	rounds := max(8, int(2**duration/time.Second))
+	// back to their steady state. Longer segments (-seg) leave less of a
+	// variant's background work (a metering batch is flushed within 100 ms)
+	// to the segment after it.
+	rounds := max(8, int(*duration / *segment))
 	seg := *duration / time.Duration(rounds)
 	per := make([][]float64, len(vs)) // per variant, each round's req/s
 	for i := 0; i < rounds; i++ {
@@ -175,7 +177,7 @@ func overheadSuite() error {
 	}
 
 	bare, full := vs[0].res, vs[len(vs)-1].res
-	fmt.Printf("%d connections, %s per server in %d interleaved rounds, keep-alive, loopback; hello (Go wasm) with scale.min = %d.\n\n", *conns, *duration, rounds, *conns)
+	fmt.Printf("%d connections, %s per server in %d interleaved rounds of %s segments, keep-alive, loopback; hello (Go wasm) with scale.min = %d.\n\n", *conns, *duration, rounds, seg, *conns)
 	fmt.Println("| server | req/s | vs bare (all rounds) | vs bare (median of rounds) | p50 | p99 | CPU per request | errors |")
 	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- |")
 	for j, v := range vs {
