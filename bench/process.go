@@ -255,8 +255,14 @@ func processSuite() error {
 			return fmt.Errorf("%s answered %d", name, resp.StatusCode)
 		}
 		cold = append(cold, time.Since(t0))
-		if _, err := http.DefaultClient.Do(must(http.NewRequest(http.MethodDelete, s.URL()+"/api/v1/functions/"+name, nil))); err != nil {
+		resp, err = http.DefaultClient.Do(must(http.NewRequest(http.MethodDelete, s.URL()+"/api/v1/functions/"+name, nil)))
+		if err != nil {
 			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode >= 300 {
+			return fmt.Errorf("deleting %s: %d", name, resp.StatusCode)
 		}
 		z, err := zero.sample()
 		if err != nil {

@@ -173,25 +173,30 @@ func (cs *coldSampler) sample() (time.Duration, error) {
 	if d := 3*spare.Delay - time.Since(cs.last); d > 0 {
 		time.Sleep(d)
 	}
-	// Keep the connection warm so that the sample is the cold start, not a
-	// TCP handshake: a request to the API first.
-	if resp, err := cs.cl.Get(cs.base + "/api/v1/functions/" + cs.fn); err == nil {
+	d, err := timedCall(cs.cl, cs.base, cs.fn)
+	cs.last = time.Now()
+	return d, err
+}
+
+// timedCall times one request to fn on cl. It first sends a request to the
+// API on the same keep-alive connection, so that the timed one pays no TCP
+// handshake.
+func timedCall(cl *http.Client, base, fn string) (time.Duration, error) {
+	if resp, err := cl.Get(base + "/api/v1/functions/" + fn); err == nil {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}
 	t0 := time.Now()
-	resp, err := cs.cl.Get(cs.base + "/fn/" + cs.fn)
+	resp, err := cl.Get(base + "/fn/" + fn)
 	if err != nil {
 		return 0, err
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
-		return 0, fmt.Errorf("%s: status %d", cs.fn, resp.StatusCode)
+		return 0, fmt.Errorf("%s: status %d", fn, resp.StatusCode)
 	}
-	d := time.Since(t0)
-	cs.last = time.Now()
-	return d, nil
+	return time.Since(t0), nil
 }
 
 // sporadicHTTP times n requests to fn, each after atZero of idle and a
@@ -203,21 +208,11 @@ func sporadicHTTP(base, fn string, n int) ([]time.Duration, error) {
 	var lat []time.Duration
 	for len(lat) < n {
 		time.Sleep(atZero)
-		if resp, err := cl.Get(base + "/api/v1/functions/" + fn); err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-		}
-		t0 := time.Now()
-		resp, err := cl.Get(base + "/fn/" + fn)
+		d, err := timedCall(cl, base, fn)
 		if err != nil {
 			return nil, err
 		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return nil, fmt.Errorf("%s: status %d", fn, resp.StatusCode)
-		}
-		lat = append(lat, time.Since(t0))
+		lat = append(lat, d)
 	}
 	return lat, nil
 }

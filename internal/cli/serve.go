@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"os"
 	"os/signal"
 	"strconv"
@@ -95,7 +94,7 @@ func (f *serveFlags) config(stderr io.Writer) (server.Config, error) {
 		{"price-per-million-requests", f.prices.PerMillionRequests, metering.DefaultPrices.PerMillionRequests},
 		{"price-per-gb-second", f.prices.PerGBSecond, metering.DefaultPrices.PerGBSecond},
 	} {
-		if !(p.v >= 0) || math.IsInf(p.v, 0) {
+		if !metering.ValidPrice(p.v) {
 			return cfg, fmt.Errorf("--%s %v: use a price in US dollars, 0 (free) or more (the default is %s)", p.flag, p.v, strconv.FormatFloat(p.deflt, 'f', -1, 64))
 		}
 	}

@@ -54,6 +54,9 @@ type Prices struct {
 // requests and $0.0000166667 per GB-second. Configure your own in Prices.
 var DefaultPrices = Prices{PerMillionRequests: 0.20, PerGBSecond: 0.0000166667}
 
+// ValidPrice reports whether v is a price: finite and 0 (free) or more.
+func ValidPrice(v float64) bool { return v >= 0 && !math.IsInf(v, 0) }
+
 // Check reports a price that is negative, NaN or infinite. A zero price
 // is valid: that part of usage is free.
 func (p Prices) Check() error {
@@ -61,7 +64,7 @@ func (p Prices) Check() error {
 		name string
 		v    float64
 	}{{"price per million requests", p.PerMillionRequests}, {"price per GB-second", p.PerGBSecond}} {
-		if !(f.v >= 0) || math.IsInf(f.v, 0) {
+		if !ValidPrice(f.v) {
 			return fmt.Errorf("%s %v: use US dollars, 0 or more (0 makes it free)", f.name, f.v)
 		}
 	}
