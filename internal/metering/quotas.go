@@ -97,10 +97,17 @@ func (q *Quotas) Admit(tenant string) (release func(), err error) {
 		}
 	}
 	if lim.MaxConcurrency > 0 {
-		if n := tq.inFlight.Add(1); n > int64(lim.MaxConcurrency) {
-			tq.inFlight.Add(-1)
-			return nil, quotaErr(1, "tenant %q is at its concurrency quota of %d executions at once; retry when one finishes",
-				tenant, lim.MaxConcurrency)
+		// Compare and swap rather than add and undo: a refused call never
+		// shows in the count, so it never reads above the quota.
+		for {
+			n := tq.inFlight.Load()
+			if n >= int64(lim.MaxConcurrency) {
+				return nil, quotaErr(1, "tenant %q is at its concurrency quota of %d executions at once; retry when one finishes",
+					tenant, lim.MaxConcurrency)
+			}
+			if tq.inFlight.CompareAndSwap(n, n+1) {
+				break
+			}
 		}
 	} else {
 		tq.inFlight.Add(1)
