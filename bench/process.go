@@ -183,17 +183,15 @@ func processSuite() error {
 	const warmRounds = 8
 	var d, n result
 	var added []time.Duration
+	urls := [2]string{direct, s.URL() + "/fn/web/"}
 	for i := 0; i < warmRounds; i++ {
-		var rd, rn result
-		if i%2 == 0 {
-			rd = load(direct, *conns, *duration/(2*warmRounds))
-			rn = load(s.URL()+"/fn/web/", *conns, *duration/(2*warmRounds))
-		} else {
-			rn = load(s.URL()+"/fn/web/", *conns, *duration/(2*warmRounds))
-			rd = load(direct, *conns, *duration/(2*warmRounds))
+		var r [2]result // direct, through Nimbus; round i starts with side i%2
+		for k := range 2 {
+			j := (i + k) % 2
+			r[j] = load(urls[j], *conns, *duration/(2*warmRounds))
 		}
-		added = append(added, rn.pct(.5)-rd.pct(.5))
-		d, n = merge(d, rd), merge(n, rn)
+		added = append(added, r[1].pct(.5)-r[0].pct(.5))
+		d, n = merge(d, r[0]), merge(n, r[1])
 	}
 	fmt.Printf("Warm: the examples/webserver binary called directly vs through /fn/ (process runtime, sandboxed), %d connections, %d interleaved rounds.\n\n", *conns, warmRounds)
 	fmt.Println("| target | req/s | p50 | p99 |")

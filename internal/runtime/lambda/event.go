@@ -62,15 +62,10 @@ func functionARN(name string) string {
 	return "arn:aws:lambda:local:" + accountID + ":function:" + name
 }
 
-// HTTPEvent is the API Gateway v2 event a lambda function is given for req
-// with body: what a benchmark gives the same bootstrap run bare, so that
-// both handle the same event.
+// HTTPEvent maps an HTTP request and its body to the API Gateway v2 event a
+// lambda function is given (exported so that a benchmark gives the same
+// bootstrap run bare the same event).
 func HTTPEvent(req *runtime.Request, body []byte, now time.Time) ([]byte, error) {
-	return buildHTTPEvent(req, body, now)
-}
-
-// buildHTTPEvent maps an HTTP request and its body to an API Gateway v2 event.
-func buildHTTPEvent(req *runtime.Request, body []byte, now time.Time) ([]byte, error) {
 	ev := httpEvent{
 		Version:        "2.0",
 		RouteKey:       "$default",

@@ -246,7 +246,7 @@ func (in *instance) event(req *runtime.Request, now time.Time) ([]byte, error) {
 		event = rawEvent(body)
 	} else {
 		var err error
-		if event, err = buildHTTPEvent(req, body, now); err != nil {
+		if event, err = HTTPEvent(req, body, now); err != nil {
 			return nil, fmt.Errorf("function %s: building the HTTP event: %w", in.t.spec.Function, err)
 		}
 	}
